@@ -11,8 +11,9 @@
 void sha256_buf(const void *data, size_t len, uint8_t out[HSM_SHA256_LEN]);
 /* Writes 2*len lowercase hex digits and a NUL into out (2*len+1 bytes). */
 void hex_encode(const uint8_t *in, size_t len, char *out);
-/* Decodes exactly 2*outlen hex digits from in (which must be that long and
- * NUL-terminated or longer); returns 0, or -1 on any non-hex digit or wrong length. */
+/* Decodes the first 2*outlen characters of in, which must all be hex digits (any
+ * case); what follows them is not looked at. Returns 0, or -1 on a non-hex digit
+ * (a NUL inside counts as one, so a short string fails safely). */
 int hex_decode(const char *in, uint8_t *out, size_t outlen);
 
 #endif

@@ -13,7 +13,8 @@ typedef void (*pool_done_fn)(void *arg);
 
 /* nthreads 0 = number of online CPUs. Returns NULL with errno set on failure. */
 struct pool *pool_new(struct ev_loop *loop, unsigned nthreads);
-/* Queues a job; done may be NULL. Never fails (the queue is unbounded). */
+/* Queues a job; work or done may be NULL (a NULL work just defers done to a later
+ * loop iteration). Never fails (the queue is unbounded). */
 void pool_submit(struct pool *p, pool_work_fn work, pool_done_fn done, void *arg);
 unsigned pool_pending(const struct pool *p);
 /* Waits for queued jobs to finish, runs their done callbacks, joins the threads. */

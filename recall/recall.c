@@ -1,0 +1,354 @@
+#include "recall/recall.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "lib/hash.h"
+#include "lib/log.h"
+#include "lib/manifest.h"
+#include "lib/pool.h"
+#include "recall/store.h"
+
+struct recall_waiter {
+	recall_done_cb cb;
+	void *arg;
+	struct recall_waiter *next;
+};
+
+struct recall_job {
+	struct mover *mv;
+	struct recall_job *next; /* in mv->recalls */
+	int fd;                  /* owned */
+	struct hsm_state st;
+	struct recall_waiter *waiters;
+	struct hsm_manifest m;
+	int have_manifest;
+	size_t next_chunk;   /* next chunk to fetch */
+	size_t chunks_done;  /* written and verified */
+	unsigned in_flight;  /* gets + pool writes outstanding */
+	int err;             /* first error; once set no new work starts */
+	char msg[512];
+	struct timespec atime, mtime; /* to restore */
+	uint64_t bytes;
+};
+
+/* One chunk between the store and the file. */
+struct recall_chunk {
+	struct recall_job *job;
+	size_t idx;
+	uint8_t *data; /* owned */
+	size_t len;
+	int err;
+	char msg[256];
+};
+
+static void recall_pump(struct recall_job *job);
+
+static void recall_fail(struct recall_job *job, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void recall_fail(struct recall_job *job, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (job->err)
+		return;
+	job->err = err;
+	va_start(ap, fmt);
+	vsnprintf(job->msg, sizeof(job->msg), fmt, ap);
+	va_end(ap);
+}
+
+static void recall_unlink(struct recall_job *job)
+{
+	struct recall_job **pp = &job->mv->recalls;
+
+	while (*pp && *pp != job)
+		pp = &(*pp)->next;
+	if (*pp)
+		*pp = job->next;
+}
+
+static void recall_finish(struct recall_job *job)
+{
+	struct mover *mv = job->mv;
+	struct recall_waiter *w, *next;
+	char fid[33];
+
+	recall_unlink(job);
+	hsm_fid_hex(&job->st.fid, fid);
+	if (job->err) {
+		mv->recalls_failed++;
+		log_warnx("recall of fid %s failed: %s", fid, job->msg);
+	} else {
+		mv->recalls_done++;
+		mv->bytes_recalled += job->bytes;
+		log_debug("recalled fid %s: %llu bytes", fid, (unsigned long long)job->bytes);
+	}
+	for (w = job->waiters; w; w = next) {
+		next = w->next;
+		w->cb(w->arg, job->err, job->err ? job->msg : NULL, job->bytes);
+		free(w);
+	}
+	close(job->fd);
+	if (job->have_manifest)
+		manifest_free(&job->m);
+	free(job);
+}
+
+/* The last step, on a pool thread: durable data, restored times, then the state. */
+static void recall_commit_work(void *arg)
+{
+	struct recall_job *job = arg;
+	struct timespec times[2] = { job->atime, job->mtime };
+	struct hsm_state st = job->st;
+	uint8_t rec[HSM_XATTR_MAX];
+	int len;
+
+	if (futimens(job->fd, times) < 0) {
+		recall_fail(job, errno, "restore times: %s", strerror(errno));
+		return;
+	}
+	if (fdatasync(job->fd) < 0) {
+		recall_fail(job, errno, "sync data: %s", strerror(errno));
+		return;
+	}
+	/* The content is exactly the archived version, so the file is archived again
+	 * (it can be released without a new upload). */
+	st.state = HSM_STATE_ARCHIVED;
+	len = hsmx_encode(&st, rec, sizeof(rec));
+	if (len < 0) {
+		recall_fail(job, EINVAL, "cannot encode state record");
+		return;
+	}
+	if (fsetxattr(job->fd, HSM_XATTR_NAME, rec, (size_t)len, XATTR_REPLACE) < 0) {
+		recall_fail(job, errno, "set state: %s", strerror(errno));
+		return;
+	}
+	if (fsync(job->fd) < 0) {
+		recall_fail(job, errno, "sync state: %s", strerror(errno));
+		return;
+	}
+	job->st = st;
+}
+
+static void recall_commit_done(void *arg)
+{
+	recall_finish(arg);
+}
+
+static void recall_chunk_work(void *arg)
+{
+	struct recall_chunk *c = arg;
+	const struct hsm_chunk *ch = &c->job->m.chunks[c->idx];
+	uint8_t sha[32];
+	size_t off = 0;
+
+	if (c->len != ch->length) {
+		c->err = EIO;
+		snprintf(c->msg, sizeof(c->msg), "chunk %zu: got %zu bytes, expected %u", c->idx,
+			 c->len, ch->length);
+		return;
+	}
+	sha256_buf(c->data, c->len, sha);
+	if (memcmp(sha, ch->sha256, 32) != 0) {
+		c->err = EIO;
+		snprintf(c->msg, sizeof(c->msg), "chunk %zu: sha256 mismatch (corrupt object)",
+			 c->idx);
+		return;
+	}
+	while (off < c->len) {
+		ssize_t n = pwrite(c->job->fd, c->data + off, c->len - off,
+				   (off_t)(ch->offset + off));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			c->err = n < 0 ? errno : EIO;
+			snprintf(c->msg, sizeof(c->msg), "write at offset %llu: %s",
+				 (unsigned long long)(ch->offset + off), strerror(c->err));
+			return;
+		}
+		off += (size_t)n;
+	}
+}
+
+static void recall_chunk_done(void *arg)
+{
+	struct recall_chunk *c = arg;
+	struct recall_job *job = c->job;
+
+	job->in_flight--;
+	if (c->err)
+		recall_fail(job, c->err, "%s", c->msg);
+	else {
+		job->chunks_done++;
+		job->bytes += c->len;
+	}
+	free(c->data);
+	free(c);
+	recall_pump(job);
+}
+
+static void recall_chunk_got(void *arg, int err, const char *msg, uint8_t *data, size_t len)
+{
+	struct recall_chunk *c = arg;
+	struct recall_job *job = c->job;
+
+	if (err || job->err) {
+		job->in_flight--;
+		if (err)
+			recall_fail(job, err == ENOENT ? EIO : err, "chunk %zu: %s", c->idx,
+				    msg ? msg : strerror(err));
+		free(data);
+		free(c);
+		recall_pump(job);
+		return;
+	}
+	c->data = data;
+	c->len = len;
+	pool_submit(job->mv->pool, recall_chunk_work, recall_chunk_done, c);
+}
+
+/* Keeps up to window chunks moving; finishes when everything has landed. */
+static void recall_pump(struct recall_job *job)
+{
+	struct mover *mv = job->mv;
+
+	while (!job->err && job->next_chunk < job->m.nchunks && job->in_flight < mv->window) {
+		struct recall_chunk *c = calloc(1, sizeof(*c));
+		char key[80];
+
+		if (!c) {
+			recall_fail(job, ENOMEM, "out of memory");
+			break;
+		}
+		c->job = job;
+		c->idx = job->next_chunk++;
+		manifest_chunk_key(job->m.chunks[c->idx].sha256, key);
+		job->in_flight++;
+		store_get(mv->store, key, 0, 0, recall_chunk_got, c);
+	}
+	if (job->in_flight)
+		return;
+	if (job->err || !job->have_manifest) {
+		recall_finish(job);
+		return;
+	}
+	if (job->chunks_done == job->m.nchunks) {
+		job->in_flight++; /* the commit; never decremented: it finishes the job */
+		pool_submit(mv->pool, recall_commit_work, recall_commit_done, job);
+	}
+}
+
+static void recall_manifest_got(void *arg, int err, const char *msg, uint8_t *data, size_t len)
+{
+	struct recall_job *job = arg;
+	uint8_t id[32];
+	char perr[256];
+	struct stat sb;
+
+	job->in_flight--;
+	if (err) {
+		recall_fail(job, err == ENOENT ? EIO : err, "manifest: %s",
+			    msg ? msg : strerror(err));
+		goto out;
+	}
+	manifest_id((const char *)data, len, id);
+	if (memcmp(id, job->st.manifest_id, 32) != 0) {
+		recall_fail(job, EIO, "manifest object does not match its id (corrupt)");
+		goto out;
+	}
+	if (manifest_parse((const char *)data, len, &job->m, perr, sizeof(perr)) < 0) {
+		recall_fail(job, EIO, "manifest: %s", perr);
+		goto out;
+	}
+	job->have_manifest = 1;
+	if (job->m.size != job->st.archived_size) {
+		recall_fail(job, EIO, "manifest size %llu differs from the stub's %llu",
+			    (unsigned long long)job->m.size,
+			    (unsigned long long)job->st.archived_size);
+		goto out;
+	}
+	if (fstat(job->fd, &sb) < 0) {
+		recall_fail(job, errno, "stat: %s", strerror(errno));
+		goto out;
+	}
+	if ((uint64_t)sb.st_size != job->m.size) {
+		recall_fail(job, EIO, "stub size %lld differs from the archived %llu",
+			    (long long)sb.st_size, (unsigned long long)job->m.size);
+		goto out;
+	}
+	job->atime = sb.st_atim;
+	job->mtime = sb.st_mtim;
+out:
+	free(data);
+	recall_pump(job);
+}
+
+static struct recall_job *recall_find(const struct mover *mv, const struct hsm_fid *fid)
+{
+	for (struct recall_job *j = mv->recalls; j; j = j->next)
+		if (memcmp(j->st.fid.b, fid->b, sizeof(fid->b)) == 0)
+			return j;
+	return NULL;
+}
+
+int recall_in_flight(const struct mover *mv, const struct hsm_fid *fid)
+{
+	return recall_find(mv, fid) != NULL;
+}
+
+unsigned recall_active(const struct mover *mv)
+{
+	unsigned n = 0;
+
+	for (struct recall_job *j = mv->recalls; j; j = j->next)
+		n++;
+	return n;
+}
+
+void recall_file(struct mover *mv, int data_fd, const struct hsm_state *st, recall_done_cb cb,
+		 void *arg)
+{
+	struct recall_waiter *w = calloc(1, sizeof(*w));
+	struct recall_job *job = recall_find(mv, &st->fid);
+	char key[80];
+
+	if (!w)
+		fatal("recall: out of memory");
+	w->cb = cb;
+	w->arg = arg;
+	if (job) {
+		close(data_fd);
+		w->next = job->waiters;
+		job->waiters = w;
+		return;
+	}
+	job = calloc(1, sizeof(*job));
+	if (!job)
+		fatal("recall: out of memory");
+	job->mv = mv;
+	job->fd = data_fd;
+	job->st = *st;
+	job->waiters = w;
+	job->next = mv->recalls;
+	mv->recalls = job;
+	if (st->state != HSM_STATE_STUB || st->archived_version == 0) {
+		/* Nothing to fetch from; answered through the pool so the callback never
+		 * runs inside this call. */
+		recall_fail(job, EIO, "not a stub with an archived version");
+		job->in_flight++;
+		pool_submit(mv->pool, NULL, recall_commit_done, job);
+		return;
+	}
+	manifest_object_key(st->manifest_id, key);
+	job->in_flight++;
+	store_get(mv->store, key, 0, 0, recall_manifest_got, job);
+}

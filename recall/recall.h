@@ -1,0 +1,50 @@
+/* Recall: fetch a stub's data from the object store, verify every chunk's sha256,
+ * write it in place, make it durable, and only then mark the file resident.
+ * One recall per fid however many callers ask; later callers join it.
+ * All calls and callbacks on the loop thread. */
+#ifndef HSM_RECALL_H
+#define HSM_RECALL_H
+
+#include <stdint.h>
+
+#include "lib/hsmxattr.h"
+
+struct ev_loop;
+struct pool;
+struct store;
+struct recall_job;
+
+/* Shared by recall, archive and release: who does the work, and counters. */
+struct mover {
+	struct ev_loop *loop;
+	struct pool *pool;
+	struct store *store; /* not owned */
+	uint32_t chunk_size;
+	unsigned window; /* chunks in flight per file */
+	struct recall_job *recalls; /* in flight, a list keyed by fid */
+	/* Release calls this (on a pool thread) once it holds the lease and before the
+	 * data goes, so the file is watched again: hsmd removes its fanotify ignore mark
+	 * here. 0 or -1 with errno. NULL: nothing to do. */
+	int (*unwatch)(void *ctx, int fd);
+	void *unwatch_ctx;
+	uint64_t recalls_done, recalls_failed, bytes_recalled;
+	uint64_t archives_done, archives_failed, bytes_archived, chunks_uploaded;
+	uint64_t releases_done, releases_failed, bytes_released;
+};
+
+/* err 0 = the file is resident and verified; else a positive errno and msg. bytes is
+ * what this recall wrote (the whole file). */
+typedef void (*recall_done_cb)(void *arg, int err, const char *msg, uint64_t bytes);
+
+/* Recalls the stub described by st (its xattr, read by the caller) into data_fd, an
+ * O_RDWR descriptor of the file that is never watched (a fanotify event fd or one
+ * opened through the admin mount). data_fd's ownership passes to the recall; it is
+ * closed when the recall ends (at once when this call joins one in flight). */
+void recall_file(struct mover *mv, int data_fd, const struct hsm_state *st, recall_done_cb cb,
+		 void *arg);
+/* Recalls in flight. */
+unsigned recall_active(const struct mover *mv);
+/* 1 if a recall of fid is in flight. */
+int recall_in_flight(const struct mover *mv, const struct hsm_fid *fid);
+
+#endif

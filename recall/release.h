@@ -1,0 +1,28 @@
+/* Release: turn an archived file back into a stub (DESIGN §4). Only when nobody has it
+ * open or mapped (a write lease proves it), it is not pinned, its archived manifest is
+ * in the store, and its content is exactly the archived version (the ctime recorded at
+ * archive matches, or every chunk re-hashes to the manifest). */
+#ifndef HSM_RELEASE_H
+#define HSM_RELEASE_H
+
+#include <stdint.h>
+#include <time.h>
+
+#include "lib/hsmxattr.h"
+#include "recall/recall.h"
+
+struct release_result {
+	struct hsm_state st; /* the xattr record as written */
+	uint64_t freed;      /* bytes of blocks freed */
+	int rehashed;        /* 1: the content was verified by re-hashing */
+};
+
+typedef void (*release_done_cb)(void *arg, int err, const char *msg,
+				const struct release_result *res);
+
+/* fd: O_RDWR through the admin mount; ownership passes to the release.
+ * archived_ctime: from the catalog, or {0,0} when unknown (forces a re-hash). */
+void release_file(struct mover *mv, int fd, const struct hsm_state *st,
+		  struct timespec archived_ctime, release_done_cb cb, void *arg);
+
+#endif

@@ -254,7 +254,7 @@ static const uint8_t *hsmx_take(struct hsmx_reader *r, size_t n, const char *wha
 	if (r->failed)
 		return NULL;
 	if (r->len - r->pos < n) {
-		hsmx_fail(r, "truncated record: %s at offset %zu needs %zu bytes, %zu left", what,
+		hsmx_fail(r, "truncated record: %s at offset %zu needs %zu byte(s), %zu left", what,
 			  r->pos, n, r->len - r->pos);
 		return NULL;
 	}
@@ -344,8 +344,8 @@ static void hsmx_check_crc(struct hsmx_reader *r)
 	if (r->failed)
 		return;
 	if (r->pos != r->len) {
-		hsmx_fail(r, "bad record: %zu trailing bytes after the crc32 at offset %zu",
-			  r->len - r->pos, body);
+		hsmx_fail(r, "bad record: %zu extra byte(s) at offset %zu, after the crc32",
+			  r->len - r->pos, r->pos);
 		return;
 	}
 	got = hsmx_crc32(r->buf, body);

@@ -162,7 +162,8 @@ struct mparse {
 	size_t errlen;
 };
 
-static void mparse_fail(struct mparse *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void mparse_fail(struct mparse *p, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 
 static void mparse_fail(struct mparse *p, const char *fmt, ...)
 {
@@ -250,10 +251,11 @@ static int mparse_u64(const char *s, size_t n, uint64_t max, uint64_t *out)
 static int mparse_header_num(struct mparse *p, const char *key, uint64_t *out)
 {
 	size_t klen = strlen(key);
-	char shown[4 * 40 + 4];
+	char shown[4 * 40 + 4], what[32];
 	int r;
 
-	if (mparse_next(p, key) < 0)
+	snprintf(what, sizeof(what), "\"%s N\"", key);
+	if (mparse_next(p, what) < 0)
 		return -1;
 	if (p->curlen <= klen || memcmp(p->cur, key, klen) != 0 || p->cur[klen] != ' ') {
 		mparse_fail(p, "expected \"%s N\", found \"%s\"", key, mparse_show(p, shown));
@@ -301,8 +303,9 @@ static int mparse_header(struct mparse *p, struct hsm_manifest *m)
 		return -1;
 	}
 	/* Bound the allocation by what the input can hold, so a hostile header cannot
-	 * make us allocate for chunks that are not there. */
-	if (n > (p->len - p->pos) / MANIFEST_CHUNK_LINE_MIN) {
+	 * make us allocate for chunks that are not there. One more than fits is let
+	 * through, so that a short last line gets its own message. */
+	if (n > (p->len - p->pos) / MANIFEST_CHUNK_LINE_MIN + 1) {
 		mparse_fail(p, "chunks %" PRIu64 " cannot fit in the %zu bytes that follow", n,
 			    p->len - p->pos);
 		return -1;

@@ -158,8 +158,8 @@ static int cat_get_varint(struct cat_rbuf *r, uint64_t *v)
 	return -1;
 }
 
-/* A string of 1..max bytes (min 0 when may_be_empty) with no NUL inside; *out gets a
- * malloc'd copy or, when dst is given, the bytes are copied there. */
+/* A string of min..max bytes with no NUL inside (it becomes a C string); copied to dst
+ * when given (room for max + 1 bytes), else *out gets a malloc'd copy. */
 static int cat_get_str(struct cat_rbuf *r, uint64_t n, size_t min, size_t max, char *dst,
 		       char **out)
 {
@@ -213,7 +213,8 @@ static int cat_path_valid(const char *p)
 
 static int cat_record_valid(const struct cat_record *rec)
 {
-	return cat_volume_valid(rec->volume) && strnlen(rec->owner, HSM_SITE_MAX + 1) <= HSM_SITE_MAX
+	return cat_volume_valid(rec->volume)
+	       && strnlen(rec->owner, HSM_SITE_MAX + 1) <= HSM_SITE_MAX
 	       && cat_path_valid(rec->path) && rec->state >= HSM_STATE_RESIDENT
 	       && rec->state <= HSM_STATE_STUB && !(rec->flags & ~HSM_FLAGS_KNOWN)
 	       && rec->mtime_nsec < 1000000000u && rec->archived_ctime_nsec < 1000000000u;
@@ -465,8 +466,8 @@ static char *cat_path_key(const char *volume, const char *path, size_t *klen)
 /* ---- open / close ------------------------------------------------------------------ */
 
 /* The head is the larger of the stored head and the last journal key: the stored value
- * survives trimming of old entries, the last key covers a head value lost with an older
- * format. Both are written in one batch, so they normally agree. */
+ * survives the trimming of old entries, the last key a stored head that was lost. Both
+ * are written in one batch, so they normally agree. */
 static int cat_load_head(struct catalog *c, char *err, size_t errlen)
 {
 	leveldb_iterator_t *it;
@@ -580,7 +581,7 @@ void catalog_close(struct catalog *c)
 		return;
 	if (c->db)
 		leveldb_close(c->db);
-	/* the options refer to the filter: destroy them first */
+	/* the options hold a pointer to the filter: it goes after them */
 	leveldb_options_destroy(c->opts);
 	leveldb_filterpolicy_destroy(c->filter);
 	leveldb_readoptions_destroy(c->ropts);
@@ -725,7 +726,7 @@ int catalog_put(struct catalog *c, const struct cat_record *rec, int op, char *e
 	char fkey[CAT_FILE_KEY_LEN], hex[33], *pkey = NULL, *okey = NULL;
 	uint8_t *val = NULL;
 	size_t vlen, pklen, oklen;
-	int have_old, rc = -1;
+	int r, have_old = 0, rc = -1;
 
 	if (!c || !rec) {
 		cat_err(err, errlen, "catalog: put: invalid argument");
@@ -751,15 +752,13 @@ int catalog_put(struct catalog *c, const struct cat_record *rec, int op, char *e
 		cat_err(err, errlen, "catalog: put f%s: out of memory", hex);
 		goto out;
 	}
-	have_old = cat_read_record(c, &rec->fid, &old, "put", err, errlen);
-	if (have_old < 0)
+	r = cat_read_record(c, &rec->fid, &old, "put", err, errlen);
+	if (r < 0)
 		goto out;
-	have_old = have_old == 0;
+	have_old = r == 0;
 
 	b = leveldb_writebatch_create();
 	if (have_old && (strcmp(old.volume, rec->volume) || strcmp(old.path, rec->path))) {
-		int r;
-
 		okey = cat_path_key(old.volume, old.path, &oklen);
 		if (!okey) {
 			cat_err(err, errlen, "catalog: put f%s: out of memory", hex);
@@ -796,7 +795,7 @@ int catalog_put(struct catalog *c, const struct cat_record *rec, int op, char *e
 out:
 	if (b)
 		leveldb_writebatch_destroy(b);
-	if (have_old > 0)
+	if (have_old)
 		cat_record_clear(&old);
 	free(okey);
 	free(pkey);
@@ -922,25 +921,6 @@ int catalog_unlink_path(struct catalog *c, const char *volume, const char *path,
 
 /* ---- scans ------------------------------------------------------------------------- */
 
-/* Shared end of a scan: leveldb reports the damaged blocks it skipped only here. A scan
- * the callback stopped keeps the callback's value. */
-static int cat_scan_end(leveldb_iterator_t *it, int rc, const char *what, char *err,
-			size_t errlen)
-{
-	char *lerr = NULL;
-
-	leveldb_iter_get_error(it, &lerr);
-	leveldb_iter_destroy(it);
-	if (lerr) {
-		if (rc == 0) {
-			cat_err(err, errlen, "catalog: %s: %s; rebuild with hsm fsck", what, lerr);
-			rc = -1;
-		}
-		leveldb_free(lerr);
-	}
-	return rc;
-}
-
 #define CAT_KEYHEX_BYTES 32
 #define CAT_KEYHEX_MAX (1 + 2 * CAT_KEYHEX_BYTES + 3 + 1)
 
@@ -963,12 +943,35 @@ static void cat_key_hex(const char *k, size_t klen, char out[CAT_KEYHEX_MAX])
 	out[o] = '\0';
 }
 
+/* leveldb skips a damaged block and says so only through the iterator's status. It is
+ * checked before every entry, so no callback runs once damage has been seen; last is
+ * the last good key of the scan (klen 0: none yet), to say where the damage lies. */
+static int cat_iter_failed(leveldb_iterator_t *it, const char *what, const char *last,
+			   size_t lastlen, char *err, size_t errlen)
+{
+	char *lerr = NULL, khex[CAT_KEYHEX_MAX];
+
+	leveldb_iter_get_error(it, &lerr);
+	if (!lerr)
+		return 0;
+	if (lastlen) {
+		cat_key_hex(last, lastlen, khex);
+		cat_err(err, errlen, "catalog: %s: %s (after key %s); rebuild with hsm fsck",
+			what, lerr, khex);
+	} else {
+		cat_err(err, errlen, "catalog: %s: %s; rebuild with hsm fsck", what, lerr);
+	}
+	leveldb_free(lerr);
+	return 1;
+}
+
 int catalog_foreach(struct catalog *c, int (*fn)(const struct cat_record *rec, void *arg),
 		    void *arg, char *err, size_t errlen)
 {
 	leveldb_iterator_t *it;
 	const char prefix = CAT_KEY_FILE;
-	char khex[CAT_KEYHEX_MAX];
+	char khex[CAT_KEYHEX_MAX], last[CAT_FILE_KEY_LEN];
+	size_t lastlen = 0;
 	int rc = 0;
 
 	if (!c || !fn) {
@@ -979,9 +982,13 @@ int catalog_foreach(struct catalog *c, int (*fn)(const struct cat_record *rec, v
 	for (leveldb_iter_seek(it, &prefix, 1); leveldb_iter_valid(it); leveldb_iter_next(it)) {
 		struct cat_record rec;
 		size_t klen, vlen;
-		const char *k = leveldb_iter_key(it, &klen);
-		const char *v;
+		const char *k, *v;
 
+		if (cat_iter_failed(it, "foreach", last, lastlen, err, errlen)) {
+			rc = -1;
+			break;
+		}
+		k = leveldb_iter_key(it, &klen);
 		if (klen < 1 || k[0] != CAT_KEY_FILE)
 			break;
 		if (klen != CAT_FILE_KEY_LEN) {
@@ -1002,12 +1009,17 @@ int catalog_foreach(struct catalog *c, int (*fn)(const struct cat_record *rec, v
 			rc = -1;
 			break;
 		}
+		memcpy(last, k, CAT_FILE_KEY_LEN);
+		lastlen = CAT_FILE_KEY_LEN;
 		rc = fn(&rec, arg);
 		cat_record_clear(&rec);
 		if (rc)
 			break;
 	}
-	return cat_scan_end(it, rc, "foreach", err, errlen);
+	if (!rc && cat_iter_failed(it, "foreach", last, lastlen, err, errlen))
+		rc = -1;
+	leveldb_iter_destroy(it);
+	return rc;
 }
 
 uint64_t catalog_journal_head(struct catalog *c)
@@ -1020,7 +1032,8 @@ int catalog_journal_foreach(struct catalog *c, uint64_t since,
 			    char *err, size_t errlen)
 {
 	leveldb_iterator_t *it;
-	char key[CAT_JOURNAL_KEY_LEN], khex[CAT_KEYHEX_MAX];
+	char key[CAT_JOURNAL_KEY_LEN], khex[CAT_KEYHEX_MAX], last[CAT_JOURNAL_KEY_LEN];
+	size_t lastlen = 0;
 	int rc = 0;
 
 	if (!c || !fn) {
@@ -1035,9 +1048,13 @@ int catalog_journal_foreach(struct catalog *c, uint64_t since,
 	     leveldb_iter_next(it)) {
 		struct cat_journal_entry e;
 		size_t klen, vlen;
-		const char *k = leveldb_iter_key(it, &klen);
-		const char *v;
+		const char *k, *v;
 
+		if (cat_iter_failed(it, "journal", last, lastlen, err, errlen)) {
+			rc = -1;
+			break;
+		}
+		k = leveldb_iter_key(it, &klen);
 		if (klen < 1 || k[0] != CAT_KEY_JOURNAL)
 			break;
 		if (klen != CAT_JOURNAL_KEY_LEN) {
@@ -1056,10 +1073,15 @@ int catalog_journal_foreach(struct catalog *c, uint64_t since,
 			rc = -1;
 			break;
 		}
+		memcpy(last, k, CAT_JOURNAL_KEY_LEN);
+		lastlen = CAT_JOURNAL_KEY_LEN;
 		rc = fn(&e, arg);
 		cat_journal_clear(&e);
 		if (rc)
 			break;
 	}
-	return cat_scan_end(it, rc, "journal", err, errlen);
+	if (!rc && cat_iter_failed(it, "journal", last, lastlen, err, errlen))
+		rc = -1;
+	leveldb_iter_destroy(it);
+	return rc;
 }

@@ -1,0 +1,234 @@
+#include "hsmd/intercept.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "hsmd/fan.h"
+#include "hsmd/worker.h"
+#include "lib/log.h"
+#include "recall/recall.h"
+
+/* A reader's event: the fd is the kernel's event fd, owned until it is answered. */
+struct intercept_event {
+	struct hsmd *h;
+	int fd;
+	uint64_t mask;
+	int pid;
+	struct intercept_event *next;
+};
+
+struct intercept_defer {
+	struct hsm_fid fid;
+	struct intercept_event *held;
+	struct intercept_defer *next;
+};
+
+static void intercept_handle(struct intercept_event *ev);
+
+static void intercept_answer(struct intercept_event *ev, int err, int watch_done)
+{
+	struct hsmd *h = ev->h;
+
+	if (fan_respond(h->perm_fd, ev->fd, err) < 0)
+		log_warn("cannot answer fanotify event (pid %d)", ev->pid);
+	if (err)
+		h->ev_denied++;
+	else
+		h->ev_allowed++;
+	/* The data is here for good: stop asking about this inode. */
+	if (!err && watch_done && fan_ignore_inode(h->perm_fd, ev->fd) < 0)
+		log_warn("cannot add ignore mark (pid %d)", ev->pid);
+	close(ev->fd);
+	free(ev);
+}
+
+static void intercept_recalled(void *arg, int err, const char *msg, uint64_t bytes)
+{
+	struct intercept_event *ev = arg;
+
+	(void)bytes;
+	if (err)
+		log_warnx("denying access of pid %d to a stub: %s", ev->pid, msg ? msg : "");
+	/* Any failure is EIO to the reader: never zeros, never a partial file. */
+	intercept_answer(ev, err ? EIO : 0, 1);
+}
+
+static struct intercept_defer *intercept_find_defer(struct hsmd *h, const struct hsm_fid *fid)
+{
+	for (struct intercept_defer *d = h->releasing; d; d = d->next)
+		if (memcmp(d->fid.b, fid->b, 16) == 0)
+			return d;
+	return NULL;
+}
+
+static void intercept_handle(struct intercept_event *ev)
+{
+	struct hsmd *h = ev->h;
+	uint8_t rec[HSM_XATTR_MAX];
+	struct hsm_state st;
+	struct intercept_defer *d;
+	char err[200];
+	ssize_t n = fgetxattr(ev->fd, HSM_XATTR_NAME, rec, sizeof(rec));
+	int data_fd;
+
+	if (n < 0) {
+		if (errno == ENODATA || errno == ENOTSUP) {
+			/* Not (yet) managed: its data is whatever is on disk. */
+			intercept_answer(ev, 0, 1);
+			return;
+		}
+		log_warn("cannot read the state of a file opened by pid %d; denying", ev->pid);
+		intercept_answer(ev, EIO, 0);
+		return;
+	}
+	if (hsmx_decode(rec, (size_t)n, &st, err, sizeof(err)) < 0) {
+		log_warnx("corrupt state record on a file opened by pid %d (%s); denying; "
+			  "run hsm fsck",
+			  ev->pid, err);
+		intercept_answer(ev, EIO, 0);
+		return;
+	}
+	d = intercept_find_defer(h, &st.fid);
+	if (d) {
+		ev->next = d->held;
+		d->held = ev;
+		return;
+	}
+	if (st.state != HSM_STATE_STUB) {
+		intercept_answer(ev, 0, 1);
+		return;
+	}
+	/* Recall-on-access stubs let opens through; their first read recalls. */
+	if ((st.flags & HSM_FLAG_ON_ACCESS) && !(ev->mask & (FAN_PRE_ACCESS | FAN_OPEN_EXEC_PERM))) {
+		intercept_answer(ev, 0, 0);
+		return;
+	}
+	data_fd = dup(ev->fd);
+	if (data_fd < 0) {
+		log_warn("cannot recall for pid %d", ev->pid);
+		intercept_answer(ev, EIO, 0);
+		return;
+	}
+	recall_file(&h->mv, data_fd, &st, intercept_recalled, ev);
+}
+
+static void intercept_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct hsmd *h = w->data;
+	/* Aligned for the metadata structs that are read into it. */
+	static uint64_t buf[8192];
+
+	(void)loop;
+	(void)revents;
+	for (int round = 0; round < 8; round++) {
+		ssize_t len = read(h->perm_fd, buf, sizeof(buf));
+		struct fanotify_event_metadata *md = (void *)buf;
+		int maxfd = h->shared->max_event_fd;
+
+		if (len < 0) {
+			if (errno != EAGAIN && errno != EINTR)
+				log_warn("reading fanotify events");
+			return;
+		}
+		/* Record the fds first: if this worker dies now, the next one answers them.
+		 * (FAN_EVENT_NEXT consumes its length argument: walk a copy.) */
+		for (ssize_t left = len; FAN_EVENT_OK(md, left); md = FAN_EVENT_NEXT(md, left))
+			if (md->fd > maxfd)
+				maxfd = md->fd;
+		h->shared->max_event_fd = maxfd;
+		md = (void *)buf;
+		for (; FAN_EVENT_OK(md, len); md = FAN_EVENT_NEXT(md, len)) {
+			struct intercept_event *ev;
+
+			if (md->vers != FANOTIFY_METADATA_VERSION) {
+				log_warnx("fanotify metadata version %d not understood", md->vers);
+				if (md->fd >= 0) {
+					fan_respond(h->perm_fd, md->fd, EIO);
+					close(md->fd);
+				}
+				continue;
+			}
+			if (md->fd < 0) {
+				log_warnx("fanotify event without a file (queue overflow?)");
+				continue;
+			}
+			h->ev_perm++;
+			ev = calloc(1, sizeof(*ev));
+			if (!ev) {
+				fan_respond(h->perm_fd, md->fd, EIO);
+				close(md->fd);
+				continue;
+			}
+			ev->h = h;
+			ev->fd = md->fd;
+			ev->mask = md->mask;
+			ev->pid = md->pid;
+			intercept_handle(ev);
+		}
+	}
+}
+
+void intercept_start(struct hsmd *h)
+{
+	int upto = h->shared->max_event_fd + 4096;
+	int answered = 0;
+
+	/* Events read by a dead worker are still pending in the group, matched by fd
+	 * number; a response for a number with no event is refused harmlessly. */
+	for (int fd = 0; fd <= upto; fd++) {
+		struct fanotify_response r = { .fd = fd, .response = FAN_DENY_ERRNO(EIO) };
+
+		if (write(h->perm_fd, &r, sizeof(r)) == (ssize_t)sizeof(r))
+			answered++;
+	}
+	if (answered)
+		log_warnx("answered %d event(s) left by the previous worker with EIO", answered);
+	h->shared->max_event_fd = 0;
+	ev_io_init(&h->perm_w, intercept_read_cb, h->perm_fd, EV_READ);
+	h->perm_w.data = h;
+	ev_io_start(h->loop, &h->perm_w);
+}
+
+void intercept_stop(struct hsmd *h)
+{
+	ev_io_stop(h->loop, &h->perm_w);
+}
+
+void intercept_hold(struct hsmd *h, const struct hsm_fid *fid)
+{
+	struct intercept_defer *d = calloc(1, sizeof(*d));
+
+	if (!d)
+		fatalx("out of memory");
+	d->fid = *fid;
+	d->next = h->releasing;
+	h->releasing = d;
+}
+
+void intercept_release_held(struct hsmd *h, const struct hsm_fid *fid)
+{
+	struct intercept_defer **pp = &h->releasing, *d;
+	struct intercept_event *ev, *next;
+
+	while (*pp && memcmp((*pp)->fid.b, fid->b, 16) != 0)
+		pp = &(*pp)->next;
+	d = *pp;
+	if (!d)
+		return;
+	*pp = d->next;
+	for (ev = d->held; ev; ev = next) {
+		next = ev->next;
+		intercept_handle(ev);
+	}
+	free(d);
+}
+
+int intercept_unwatch(void *hsmd, int fd)
+{
+	struct hsmd *h = hsmd;
+
+	return fan_unignore_inode(h->perm_fd, fd);
+}

@@ -1,0 +1,222 @@
+#include "hsmd/notify.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "hsmd/catalog.h"
+#include "hsmd/fan.h"
+#include "hsmd/scan.h"
+#include "hsmd/worker.h"
+#include "lib/config.h"
+#include "lib/log.h"
+
+/* The directory an event names, resolved to a volume and a path below its root. */
+static int notify_dir(struct hsmd *h, struct fanotify_event_info_fid *fid,
+		      struct hsmd_vol **vol, int *dirfd, char *rel, size_t rellen)
+{
+	struct file_handle *fh = (struct file_handle *)fid->handle;
+	char link[64], target[4200];
+	ssize_t n;
+
+	for (size_t i = 0; i < h->nvols; i++) {
+		struct hsmd_vol *v = &h->vols[i];
+		size_t alen = strlen(v->admin);
+		int fd = open_by_handle_at(v->root_fd, fh, O_PATH | O_DIRECTORY | O_CLOEXEC);
+
+		if (fd < 0)
+			continue;
+		snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+		n = readlink(link, target, sizeof(target) - 1);
+		if (n < 0) {
+			close(fd);
+			continue;
+		}
+		target[n] = '\0';
+		/* Through this volume's admin mount, and below its root. */
+		if (strncmp(target, v->admin, alen) != 0 || (target[alen] && target[alen] != '/')) {
+			close(fd);
+			continue;
+		}
+		snprintf(rel, rellen, "%s", target[alen] ? target + alen + 1 : "");
+		*vol = v;
+		*dirfd = fd;
+		return 0;
+	}
+	return -1;
+}
+
+static void notify_mark_dirty(struct hsmd *h, int fd, struct hsm_state *st)
+{
+	uint8_t rec[HSM_XATTR_MAX];
+	int len;
+
+	st->state = HSM_STATE_RESIDENT;
+	st->version++;
+	snprintf(st->owner, sizeof(st->owner), "%s", h->cfg->site);
+	for (unsigned i = 0; i <= st->nvv; i++) {
+		if (i == st->nvv) {
+			if (st->nvv == HSM_VV_MAX)
+				break;
+			snprintf(st->vv[i].site, sizeof(st->vv[i].site), "%s", h->cfg->site);
+			st->vv[i].counter = 0;
+			st->nvv++;
+		}
+		if (!strcmp(st->vv[i].site, h->cfg->site)) {
+			st->vv[i].counter = st->version;
+			break;
+		}
+	}
+	len = hsmx_encode(st, rec, sizeof(rec));
+	if (len < 0 || fsetxattr(fd, HSM_XATTR_NAME, rec, (size_t)len, XATTR_REPLACE) < 0)
+		log_warn("cannot mark a modified file dirty");
+}
+
+static void notify_file(struct hsmd *h, uint64_t mask, struct hsmd_vol *v, int dirfd,
+			const char *dirrel, const char *name)
+{
+	char rel[4400], err[256];
+	struct hsm_state st;
+	struct stat sb;
+	int fd, r;
+
+	if (snprintf(rel, sizeof(rel), "%s%s%s", dirrel, *dirrel ? "/" : "", name) >=
+	    (int)sizeof(rel))
+		return;
+	if (mask & (FAN_DELETE | FAN_MOVED_FROM)) {
+		struct hsm_fid fid;
+		struct cat_record cr;
+
+		if (catalog_lookup_path(h->cat, v->cfg->name, rel, &fid, err, sizeof(err)) != 0)
+			return;
+		if ((mask & FAN_DELETE) && catalog_get(h->cat, &fid, &cr, err, sizeof(err)) == 0) {
+			int same = !strcmp(cr.path, rel);
+
+			cat_record_clear(&cr);
+			if (same) {
+				catalog_delete(h->cat, &fid, err, sizeof(err));
+				return;
+			}
+		}
+		catalog_unlink_path(h->cat, v->cfg->name, rel, err, sizeof(err));
+		return;
+	}
+	fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0)
+		return; /* gone again, or a symlink/special file */
+	if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode))
+		goto out;
+	if ((mask & FAN_MODIFY) && !(mask & (FAN_CREATE | FAN_CLOSE_WRITE | FAN_MOVED_TO))) {
+		/* Only the first write after an archive matters here. */
+		r = scan_adopt(fd, h->cfg->site, &st, err, sizeof(err));
+		if (r == 0 && st.state == HSM_STATE_ARCHIVED) {
+			notify_mark_dirty(h, fd, &st);
+			scan_note(h, v, rel, &sb, &st, NULL, CAT_J_MODIFY);
+		} else if (r == 1) {
+			scan_note(h, v, rel, &sb, &st, NULL, CAT_J_CREATE);
+		}
+		goto out;
+	}
+	r = scan_adopt(fd, h->cfg->site, &st, err, sizeof(err));
+	if (r < 0) {
+		log_warnx("%s/%s: %s", v->cfg->path, rel, err);
+		goto out;
+	}
+	if ((mask & FAN_MODIFY) && st.state == HSM_STATE_ARCHIVED)
+		notify_mark_dirty(h, fd, &st);
+	if (mask & (FAN_CREATE | FAN_MOVED_TO))
+		scan_note(h, v, rel, &sb, &st, NULL, CAT_J_CREATE);
+	else if (mask & (FAN_CLOSE_WRITE | FAN_MODIFY))
+		scan_note(h, v, rel, &sb, &st, NULL, CAT_J_MODIFY);
+	else
+		scan_note(h, v, rel, &sb, &st, NULL, CAT_J_ATTRIB);
+out:
+	close(fd);
+}
+
+static void notify_event(struct hsmd *h, struct fanotify_event_metadata *md)
+{
+	char *p = (char *)(md + 1), *end = (char *)md + md->event_len;
+	struct fanotify_event_info_fid *dfid = NULL;
+	const char *name = NULL;
+	struct hsmd_vol *v;
+	char dirrel[4200];
+	int dirfd;
+
+	while (p + sizeof(struct fanotify_event_info_header) <= end) {
+		struct fanotify_event_info_header *hdr = (void *)p;
+
+		if (hdr->len < sizeof(*hdr) || p + hdr->len > end)
+			break;
+		if (hdr->info_type == FAN_EVENT_INFO_TYPE_DFID_NAME) {
+			struct file_handle *fh;
+
+			dfid = (void *)p;
+			fh = (struct file_handle *)dfid->handle;
+			name = (const char *)(fh->f_handle + fh->handle_bytes);
+		}
+		p += hdr->len;
+	}
+	if (!dfid || !name || !*name || !strcmp(name, "."))
+		return;
+	if (notify_dir(h, dfid, &v, &dirfd, dirrel, sizeof(dirrel)) < 0)
+		return;
+	if (md->mask & FAN_ONDIR) {
+		/* A directory moved in brings a whole subtree under new names. */
+		if ((md->mask & FAN_MOVED_TO) && !h->scanning)
+			scan_start(h);
+	} else {
+		notify_file(h, md->mask, v, dirfd, dirrel, name);
+	}
+	close(dirfd);
+}
+
+static void notify_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct hsmd *h = w->data;
+	static uint64_t buf[8192];
+	pid_t self = getpid();
+
+	(void)loop;
+	(void)revents;
+	for (int round = 0; round < 8; round++) {
+		ssize_t len = read(h->notify_fd, buf, sizeof(buf));
+		struct fanotify_event_metadata *md = (void *)buf;
+
+		if (len < 0) {
+			if (errno != EAGAIN && errno != EINTR)
+				log_warn("reading change events");
+			return;
+		}
+		for (; FAN_EVENT_OK(md, len); md = FAN_EVENT_NEXT(md, len)) {
+			h->ev_notify++;
+			if (md->mask & FAN_Q_OVERFLOW) {
+				log_warnx("change queue overflowed; rescanning");
+				if (!h->scanning)
+					scan_start(h);
+				continue;
+			}
+			if (md->pid == self)
+				continue;
+			notify_event(h, md);
+		}
+	}
+}
+
+void notify_start(struct hsmd *h)
+{
+	ev_io_init(&h->notify_w, notify_read_cb, h->notify_fd, EV_READ);
+	h->notify_w.data = h;
+	ev_io_start(h->loop, &h->notify_w);
+}
+
+void notify_stop(struct hsmd *h)
+{
+	ev_io_stop(h->loop, &h->notify_w);
+}

@@ -1,0 +1,237 @@
+#include "hsmd/scan.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "hsmd/catalog.h"
+#include "hsmd/worker.h"
+#include "lib/config.h"
+#include "lib/log.h"
+#include "lib/pool.h"
+
+int scan_adopt(int fd, const char *site, struct hsm_state *st, char *err, size_t errlen)
+{
+	uint8_t rec[HSM_XATTR_MAX];
+	ssize_t n;
+	int len;
+
+	for (int attempt = 0; attempt < 2; attempt++) {
+		n = fgetxattr(fd, HSM_XATTR_NAME, rec, sizeof(rec));
+		if (n >= 0)
+			return hsmx_decode(rec, (size_t)n, st, err, errlen) < 0 ? -1 : 0;
+		if (errno != ENODATA) {
+			snprintf(err, errlen, "read state record: %s", strerror(errno));
+			return -1;
+		}
+		memset(st, 0, sizeof(*st));
+		st->state = HSM_STATE_RESIDENT;
+		st->version = 1;
+		snprintf(st->owner, sizeof(st->owner), "%s", site);
+		st->nvv = 1;
+		snprintf(st->vv[0].site, sizeof(st->vv[0].site), "%s", site);
+		st->vv[0].counter = 1;
+		if (hsm_fid_generate(&st->fid) < 0) {
+			snprintf(err, errlen, "cannot make a fid: %s", strerror(errno));
+			return -1;
+		}
+		len = hsmx_encode(st, rec, sizeof(rec));
+		if (len < 0) {
+			snprintf(err, errlen, "cannot encode a state record");
+			return -1;
+		}
+		if (fsetxattr(fd, HSM_XATTR_NAME, rec, (size_t)len, XATTR_CREATE) == 0)
+			return 1;
+		if (errno != EEXIST) {
+			snprintf(err, errlen, "write state record: %s", strerror(errno));
+			return -1;
+		}
+	}
+	snprintf(err, errlen, "state record keeps changing");
+	return -1;
+}
+
+void scan_note(struct hsmd *h, struct hsmd_vol *v, const char *rel, const struct stat *sb,
+	       const struct hsm_state *st, const struct timespec *archived_ctime, int op)
+{
+	struct cat_record rec, old;
+	char err[512];
+	int have_old;
+
+	memset(&rec, 0, sizeof(rec));
+	rec.fid = st->fid;
+	snprintf(rec.volume, sizeof(rec.volume), "%s", v->cfg->name);
+	rec.path = (char *)rel;
+	rec.state = st->state;
+	rec.flags = st->flags;
+	rec.size = (uint64_t)sb->st_size;
+	rec.version = st->version;
+	rec.archived_version = st->archived_version;
+	rec.mtime_sec = sb->st_mtim.tv_sec;
+	rec.mtime_nsec = (uint32_t)sb->st_mtim.tv_nsec;
+	memcpy(rec.manifest_id, st->manifest_id, 32);
+	snprintf(rec.owner, sizeof(rec.owner), "%s", st->owner);
+	have_old = catalog_get(h->cat, &st->fid, &old, err, sizeof(err));
+	if (have_old < 0)
+		log_warnx("catalog: %s", err);
+	if (archived_ctime) {
+		rec.archived_ctime_sec = archived_ctime->tv_sec;
+		rec.archived_ctime_nsec = (uint32_t)archived_ctime->tv_nsec;
+	} else if (have_old == 0 && old.archived_version == st->archived_version) {
+		rec.archived_ctime_sec = old.archived_ctime_sec;
+		rec.archived_ctime_nsec = old.archived_ctime_nsec;
+	}
+	if (op == CAT_J_CREATE && have_old == 0)
+		op = strcmp(old.path, rel) ? CAT_J_RENAME : 0;
+	if (have_old == 0)
+		cat_record_clear(&old);
+	if (catalog_put(h->cat, &rec, op, err, sizeof(err)) < 0)
+		log_warnx("catalog: %s: %s", rel, err);
+}
+
+/* What the walk found, handed from the pool to the loop. */
+struct scan_found {
+	char *rel;
+	struct stat sb;
+	struct hsm_state st;
+};
+
+struct scan_job {
+	struct hsmd *h;
+	struct hsmd_vol *v;
+	char site[HSM_SITE_MAX + 1];
+	int root_fd; /* the volume's admin root; not owned */
+	struct scan_found *found;
+	size_t n, cap;
+	unsigned adopted, errors;
+};
+
+static void scan_add(struct scan_job *j, const char *rel, const struct stat *sb,
+		     const struct hsm_state *st)
+{
+	if (j->n == j->cap) {
+		size_t cap = j->cap ? j->cap * 2 : 1024;
+		struct scan_found *f = realloc(j->found, cap * sizeof(*f));
+
+		if (!f) {
+			j->errors++;
+			return;
+		}
+		j->found = f;
+		j->cap = cap;
+	}
+	j->found[j->n].rel = strdup(rel);
+	if (!j->found[j->n].rel) {
+		j->errors++;
+		return;
+	}
+	j->found[j->n].sb = *sb;
+	j->found[j->n].st = *st;
+	j->n++;
+}
+
+static void scan_dir(struct scan_job *j, int dfd, const char *rel, dev_t dev, int depth)
+{
+	DIR *d = fdopendir(dfd);
+	struct dirent *e;
+
+	if (!d) {
+		log_warn("scan: %s/%s", j->v->cfg->path, rel);
+		close(dfd);
+		j->errors++;
+		return;
+	}
+	while ((e = readdir(d))) {
+		char path[4097];
+		struct stat sb;
+		int fd;
+
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+			continue;
+		if (snprintf(path, sizeof(path), "%s%s%s", rel, *rel ? "/" : "", e->d_name) >=
+		    (int)sizeof(path))
+			continue;
+		if (fstatat(dirfd(d), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0 || sb.st_dev != dev)
+			continue;
+		if (S_ISDIR(sb.st_mode)) {
+			if (depth > 256)
+				continue;
+			fd = openat(dirfd(d), e->d_name,
+				    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (fd >= 0)
+				scan_dir(j, fd, path, dev, depth + 1);
+		} else if (S_ISREG(sb.st_mode)) {
+			struct hsm_state st;
+			char err[256];
+			int r;
+
+			fd = openat(dirfd(d), e->d_name,
+				    O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+			if (fd < 0)
+				continue;
+			r = scan_adopt(fd, j->site, &st, err, sizeof(err));
+			if (r < 0) {
+				log_warnx("scan: %s/%s: %s", j->v->cfg->path, path, err);
+				j->errors++;
+			} else {
+				j->adopted += (unsigned)r;
+				if (fstat(fd, &sb) == 0)
+					scan_add(j, path, &sb, &st);
+			}
+			close(fd);
+		}
+	}
+	closedir(d);
+}
+
+static void scan_work(void *arg)
+{
+	struct scan_job *j = arg;
+	struct stat sb;
+	int fd = openat(j->root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (fd < 0 || fstat(fd, &sb) < 0) {
+		log_warn("scan: volume %s", j->v->cfg->name);
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	scan_dir(j, fd, "", sb.st_dev, 0);
+}
+
+static void scan_done(void *arg)
+{
+	struct scan_job *j = arg;
+
+	for (size_t i = 0; i < j->n; i++) {
+		scan_note(j->h, j->v, j->found[i].rel, &j->found[i].sb, &j->found[i].st, NULL,
+			  CAT_J_CREATE);
+		free(j->found[i].rel);
+	}
+	log_info("scan of volume %s: %zu files, %u newly managed, %u errors", j->v->cfg->name,
+		 j->n, j->adopted, j->errors);
+	j->h->scanning--;
+	free(j->found);
+	free(j);
+}
+
+void scan_start(struct hsmd *h)
+{
+	for (size_t i = 0; i < h->nvols; i++) {
+		struct scan_job *j = calloc(1, sizeof(*j));
+
+		if (!j)
+			fatalx("out of memory");
+		j->h = h;
+		j->v = &h->vols[i];
+		j->root_fd = h->vols[i].root_fd;
+		snprintf(j->site, sizeof(j->site), "%s", h->cfg->site);
+		h->scanning++;
+		pool_submit(h->pool, scan_work, scan_done, j);
+	}
+}

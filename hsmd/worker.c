@@ -1,0 +1,160 @@
+#include "hsmd/worker.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "hsmd/catalog.h"
+#include "hsmd/control.h"
+#include "hsmd/intercept.h"
+#include "hsmd/notify.h"
+#include "hsmd/scan.h"
+#include "lib/config.h"
+#include "lib/log.h"
+#include "lib/pool.h"
+#include "recall/store.h"
+
+struct hsmd_vol *hsmd_vol_for(struct hsmd *h, const char *abs, const char **rel)
+{
+	const struct hsm_volume_cfg *vc = config_volume_for(h->cfg, abs, rel);
+
+	if (!vc)
+		return NULL;
+	for (size_t i = 0; i < h->nvols; i++)
+		if (h->vols[i].cfg == vc)
+			return &h->vols[i];
+	return NULL;
+}
+
+struct hsmd_vol *hsmd_vol_by_dev(struct hsmd *h, dev_t dev)
+{
+	for (size_t i = 0; i < h->nvols; i++)
+		if (h->vols[i].dev == dev)
+			return &h->vols[i];
+	return NULL;
+}
+
+static void worker_stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	(void)w;
+	(void)revents;
+	log_info("worker stopping");
+	ev_break(loop, EVBREAK_ALL);
+}
+
+static void worker_hup_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	(void)loop;
+	(void)w;
+	(void)revents;
+	log_info("SIGHUP: nothing to reload yet (the configuration is read at start)");
+}
+
+static int worker_open_volumes(struct hsmd *h, struct worker_args *wa)
+{
+	h->nvols = h->cfg->nvolumes;
+	h->vols = calloc(h->nvols, sizeof(*h->vols));
+	if (!h->vols)
+		return -1;
+	for (size_t i = 0; i < h->nvols; i++) {
+		struct hsmd_vol *v = &h->vols[i];
+		struct stat sb;
+
+		v->cfg = &h->cfg->volumes[i];
+		v->admin = wa->admin[i];
+		v->root_fd = open(v->admin, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (v->root_fd < 0 || fstat(v->root_fd, &sb) < 0) {
+			log_warn("volume %s: cannot open the admin mount %s", v->cfg->name,
+				 v->admin);
+			return -1;
+		}
+		v->dev = sb.st_dev;
+	}
+	return 0;
+}
+
+int worker_main(struct worker_args *wa)
+{
+	struct hsmd h;
+	char err[1024], dir[4200];
+	int rc = 1;
+
+	memset(&h, 0, sizeof(h));
+	h.cfg = wa->cfg;
+	h.shared = wa->shared;
+	h.perm_fd = wa->perm_fd;
+	h.notify_fd = wa->notify_fd;
+	h.started = time(NULL);
+	signal(SIGPIPE, SIG_IGN);
+	/* A lease break would otherwise kill us: we drop leases ourselves, quickly. */
+	signal(SIGIO, SIG_IGN);
+	h.loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
+	if (!h.loop) {
+		log_warnx("cannot create the event loop");
+		return 1;
+	}
+	h.pool = pool_new(h.loop, (unsigned)h.cfg->workers);
+	if (!h.pool) {
+		log_warn("cannot start the worker pool");
+		goto out;
+	}
+	if (worker_open_volumes(&h, wa) < 0)
+		goto out;
+	snprintf(dir, sizeof(dir), "%s/catalog", h.cfg->state_dir);
+	h.cat = catalog_open(dir, 1, err, sizeof(err));
+	if (!h.cat) {
+		log_warnx("catalog %s: %s", dir, err);
+		goto out;
+	}
+	h.store = store_open(h.loop, h.pool, &h.cfg->store, err, sizeof(err));
+	if (!h.store) {
+		log_warnx("object store %s: %s", h.cfg->store.url, err);
+		goto out;
+	}
+	h.mv.loop = h.loop;
+	h.mv.pool = h.pool;
+	h.mv.store = h.store;
+	h.mv.chunk_size = h.cfg->store.chunk_size;
+	h.mv.window = 4;
+	h.mv.unwatch = intercept_unwatch;
+	h.mv.unwatch_ctx = &h;
+
+	intercept_start(&h);
+	notify_start(&h);
+	h.ctl = control_start(&h, wa->ctl_fd);
+	if (!h.ctl) {
+		log_warnx("cannot start the control server");
+		goto out;
+	}
+	ev_signal_init(&h.term_w, worker_stop_cb, SIGTERM);
+	ev_signal_init(&h.int_w, worker_stop_cb, SIGINT);
+	ev_signal_init(&h.hup_w, worker_hup_cb, SIGHUP);
+	ev_signal_start(h.loop, &h.term_w);
+	ev_signal_start(h.loop, &h.int_w);
+	ev_signal_start(h.loop, &h.hup_w);
+	scan_start(&h);
+	log_info("worker ready (site %s)", h.cfg->site);
+	ev_run(h.loop, 0);
+	rc = 0;
+out:
+	/* Leave readers to the next worker (or to the supervisor's exit); the kernel
+	 * keeps their events pending in the group, which outlives us. */
+	if (h.ctl)
+		control_stop(h.ctl);
+	if (h.pool)
+		pool_free(h.pool);
+	store_close(h.store);
+	if (h.cat)
+		catalog_close(h.cat);
+	for (size_t i = 0; i < h.nvols; i++)
+		if (h.vols[i].root_fd > 0)
+			close(h.vols[i].root_fd);
+	free(h.vols);
+	ev_loop_destroy(h.loop);
+	return rc;
+}

@@ -1,6 +1,7 @@
 #include "hsmd/intercept.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/xattr.h>
@@ -28,19 +29,30 @@ struct intercept_defer {
 
 static void intercept_handle(struct intercept_event *ev);
 
+/* Replaces the event's file with /dev/null under the same fd number: the file is
+ * closed (the kernel opened it O_RDWR, and an exec that goes on while a writable
+ * descriptor is open fails with ETXTBSY), while the number, which the response is
+ * matched by, stays ours until we answer. */
+static void intercept_drop_file(struct intercept_event *ev)
+{
+	if (dup2(ev->h->devnull_fd, ev->fd) < 0)
+		log_warn("cannot close the event file of pid %d early", ev->pid);
+}
+
 static void intercept_answer(struct intercept_event *ev, int err, int watch_done)
 {
 	struct hsmd *h = ev->h;
 
+	/* The data is here for good: stop asking about this inode. */
+	if (!err && watch_done && fan_ignore_inode(h->perm_fd, ev->fd) < 0)
+		log_warn("cannot add ignore mark (pid %d)", ev->pid);
+	intercept_drop_file(ev);
 	if (fan_respond(h->perm_fd, ev->fd, err) < 0)
 		log_warn("cannot answer fanotify event (pid %d)", ev->pid);
 	if (err)
 		h->ev_denied++;
 	else
 		h->ev_allowed++;
-	/* The data is here for good: stop asking about this inode. */
-	if (!err && watch_done && fan_ignore_inode(h->perm_fd, ev->fd) < 0)
-		log_warn("cannot add ignore mark (pid %d)", ev->pid);
 	close(ev->fd);
 	free(ev);
 }
@@ -52,8 +64,9 @@ static void intercept_recalled(void *arg, int err, const char *msg, uint64_t byt
 	(void)bytes;
 	if (err)
 		log_warnx("denying access of pid %d to a stub: %s", ev->pid, msg ? msg : "");
-	/* Any failure is EIO to the reader: never zeros, never a partial file. */
-	intercept_answer(ev, err ? EIO : 0, 1);
+	/* Any failure is EIO to the reader: never zeros, never a partial file. The
+	 * recall has added the ignore mark itself (settle). */
+	intercept_answer(ev, err ? EIO : 0, 0);
 }
 
 static struct intercept_defer *intercept_find_defer(struct hsmd *h, const struct hsm_fid *fid)
@@ -112,6 +125,7 @@ static void intercept_handle(struct intercept_event *ev)
 		intercept_answer(ev, EIO, 0);
 		return;
 	}
+	intercept_drop_file(ev);
 	recall_file(&h->mv, data_fd, &st, intercept_recalled, ev);
 }
 
@@ -187,6 +201,9 @@ void intercept_start(struct hsmd *h)
 	if (answered)
 		log_warnx("answered %d event(s) left by the previous worker with EIO", answered);
 	h->shared->max_event_fd = 0;
+	h->devnull_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (h->devnull_fd < 0)
+		fatal("open /dev/null");
 	ev_io_init(&h->perm_w, intercept_read_cb, h->perm_fd, EV_READ);
 	h->perm_w.data = h;
 	ev_io_start(h->loop, &h->perm_w);
@@ -231,4 +248,11 @@ int intercept_unwatch(void *hsmd, int fd)
 	struct hsmd *h = hsmd;
 
 	return fan_unignore_inode(h->perm_fd, fd);
+}
+
+int intercept_settle(void *hsmd, int fd)
+{
+	struct hsmd *h = hsmd;
+
+	return fan_ignore_inode(h->perm_fd, fd);
 }

@@ -18,5 +18,7 @@ void intercept_hold(struct hsmd *h, const struct hsm_fid *fid);
 void intercept_release_held(struct hsmd *h, const struct hsm_fid *fid);
 /* For pool threads: removes the ignore mark of fd's inode (struct mover's unwatch). */
 int intercept_unwatch(void *hsmd, int fd);
+/* For pool threads: adds the ignore mark once a recall made fd resident. */
+int intercept_settle(void *hsmd, int fd);
 
 #endif

@@ -122,6 +122,7 @@ int worker_main(struct worker_args *wa)
 	h.mv.chunk_size = h.cfg->store.chunk_size;
 	h.mv.window = 4;
 	h.mv.unwatch = intercept_unwatch;
+	h.mv.settle = intercept_settle;
 	h.mv.unwatch_ctx = &h;
 
 	intercept_start(&h);

@@ -41,6 +41,7 @@ struct hsmd {
 	struct catalog *cat;
 	struct mover mv;
 	int perm_fd, notify_fd;
+	int devnull_fd; /* stands in for event files answered later */
 	ev_io perm_w, notify_w;
 	ev_signal term_w, int_w, hup_w;
 	struct hsmd_vol *vols;

@@ -82,6 +82,10 @@ static void recall_finish(struct recall_job *job)
 	char fid[33];
 
 	recall_unlink(job);
+	/* Closed before anyone is let in: an exec waiting on this recall fails with
+	 * ETXTBSY while a writable descriptor of the file is open. */
+	close(job->fd);
+	job->fd = -1;
 	hsm_fid_hex(&job->st.fid, fid);
 	if (job->err) {
 		mv->recalls_failed++;
@@ -96,7 +100,6 @@ static void recall_finish(struct recall_job *job)
 		w->cb(w->arg, job->err, job->err ? job->msg : NULL, job->bytes);
 		free(w);
 	}
-	close(job->fd);
 	if (job->have_manifest)
 		manifest_free(&job->m);
 	free(job);
@@ -136,6 +139,9 @@ static void recall_commit_work(void *arg)
 		return;
 	}
 	job->st = st;
+	/* Not fatal: without the mark later reads just cost an event each. */
+	if (job->mv->settle && job->mv->settle(job->mv->unwatch_ctx, job->fd) < 0)
+		log_warn("recall: cannot add the ignore mark");
 }
 
 static void recall_commit_done(void *arg)

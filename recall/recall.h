@@ -26,6 +26,9 @@ struct mover {
 	 * data goes, so the file is watched again: hsmd removes its fanotify ignore mark
 	 * here. 0 or -1 with errno. NULL: nothing to do. */
 	int (*unwatch)(void *ctx, int fd);
+	/* Recall calls this (on a pool thread) once the file is resident and durable,
+	 * before anyone is let in: hsmd adds its ignore mark here. */
+	int (*settle)(void *ctx, int fd);
 	void *unwatch_ctx;
 	uint64_t recalls_done, recalls_failed, bytes_recalled;
 	uint64_t archives_done, archives_failed, bytes_archived, chunks_uploaded;

@@ -159,7 +159,7 @@ static void release_work(void *arg)
 	uint8_t rec[HSM_XATTR_MAX];
 	struct stat sb, after;
 	struct timespec times[2];
-	off_t keep;
+	off_t keep, end;
 	int len;
 
 	if (fcntl(job->fd, F_SETLEASE, F_WRLCK) < 0) {
@@ -188,9 +188,11 @@ static void release_work(void *arg)
 	}
 	job->res.st = st;
 	keep = (st.flags & HSM_FLAG_ON_ACCESS) ? RELEASE_KEEP_ON_ACCESS : 0;
+	/* Rounded up past EOF: a hole that ends at an unaligned size leaves the last
+	 * partial block allocated. */
+	end = ((sb.st_size + 65535) / 65536) * 65536;
 	if (sb.st_size > keep &&
-	    fallocate(job->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, keep,
-		      sb.st_size - keep) < 0) {
+	    fallocate(job->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, keep, end - keep) < 0) {
 		/* The stub state is set and every access will recall: safe, just not
 		 * freed. Report it. */
 		release_fail(job, errno, "punch hole: %s", strerror(errno));

@@ -354,6 +354,10 @@ static int item_start(struct batch *b, const char *path)
 			}
 			cat_record_clear(&rec);
 		}
+		if (it->vol->cfg->recall == HSM_RECALL_ACCESS)
+			it->st.flags |= HSM_FLAG_ON_ACCESS;
+		else
+			it->st.flags &= (uint8_t)~HSM_FLAG_ON_ACCESS;
 		intercept_hold(h, &it->st.fid);
 		release_file(&h->mv, fd, &it->st, ct, ops_released, ai);
 		break;

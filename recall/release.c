@@ -135,6 +135,9 @@ static int release_verify(struct release_job *job, struct stat *sb)
 		release_fail(job, EPERM, "is pinned");
 		return -1;
 	}
+	/* How the stub is recalled is the caller's choice (the volume's recall mode). */
+	cur.flags = (uint8_t)((cur.flags & ~HSM_FLAG_ON_ACCESS) |
+			      (job->st.flags & HSM_FLAG_ON_ACCESS));
 	job->st = cur;
 	if (fstat(job->fd, sb) < 0) {
 		release_fail(job, errno, "stat: %s", strerror(errno));

@@ -20,7 +20,8 @@ struct release_result {
 typedef void (*release_done_cb)(void *arg, int err, const char *msg,
 				const struct release_result *res);
 
-/* fd: O_RDWR through the admin mount; ownership passes to the release.
+/* fd: O_RDWR through the admin mount; ownership passes to the release. The stub gets
+ * st->flags' HSM_FLAG_ON_ACCESS bit (recall at first read instead of at open).
  * archived_ctime: from the catalog, or {0,0} when unknown (forces a re-hash). */
 void release_file(struct mover *mv, int fd, const struct hsm_state *st,
 		  struct timespec archived_ctime, release_done_cb cb, void *arg);

@@ -85,14 +85,7 @@ struct hsm_client *hsm_client_connect(const char *path, char *err, size_t errlen
 	}
 	return c;
 fail:
-	if (c) {
-		if (c->fd >= 0)
-			(void)close(c->fd); /* already failing; the first error is the one to report */
-		if (c->tok)
-			json_tokener_free(c->tok);
-		free(c->path);
-		free(c);
-	}
+	hsm_client_close(c);
 	return NULL;
 }
 
@@ -100,9 +93,12 @@ void hsm_client_close(struct hsm_client *c)
 {
 	if (!c)
 		return;
-	/* Every reply was read before this, so a failing close loses nothing. */
-	(void)close(c->fd);
-	json_tokener_free(c->tok);
+	/* Either every reply was read or an earlier error is being reported: a
+	 * failing close has nothing to add. */
+	if (c->fd >= 0)
+		(void)close(c->fd);
+	if (c->tok)
+		json_tokener_free(c->tok);
 	free(c->buf);
 	free(c->path);
 	free(c);
@@ -208,10 +204,7 @@ static int client_parse(struct hsm_client *c, const char *line, size_t len, json
 	json_tokener_reset(c->tok);
 	obj = json_tokener_parse_ex(c->tok, line, (int)len);
 	if (!obj) {
-		client_seterr(c, "hsmd sent a malformed reply: %s",
-			      json_tokener_get_error(c->tok) == json_tokener_continue
-			      ? "incomplete JSON"
-			      : json_tokener_error_desc(json_tokener_get_error(c->tok)));
+		client_seterr(c, "hsmd sent a malformed reply: not JSON");
 		return -1;
 	}
 	end = json_tokener_get_parse_end(c->tok);

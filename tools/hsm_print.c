@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #define PROGRESS_INTERVAL 0.1 /* seconds between redraws */
+#define PROGRESS_DELAY 0.3    /* seconds before the first draw */
 #define PROGRESS_WIDTH_MAX 160
 #define CLEAR_LINE "\r\033[K"
 
@@ -513,6 +514,9 @@ static int progress_due(struct hsm_progress *p, int force)
 	double since;
 
 	progress_now(&now);
+	/* Quick runs get no bar at all rather than a flash of one. */
+	if (!progress_on_screen && hsm_elapsed(&p->start) < PROGRESS_DELAY)
+		return 0;
 	since = (double)(now.tv_sec - p->last_draw.tv_sec) +
 		(double)(now.tv_nsec - p->last_draw.tv_nsec) / 1e9;
 	if (!force && progress_on_screen && since < PROGRESS_INTERVAL)

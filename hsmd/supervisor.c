@@ -219,6 +219,29 @@ static int sup_wait_worker(pid_t worker)
 	return 0;
 }
 
+/* On the way out: the kernel lets every still-pending permission event through when
+ * the group closes, which for a stub means zeros. Deny them instead: the ones a worker
+ * read and left (matched by fd number) and the ones still queued. */
+static void sup_deny_pending(struct worker_args *wa)
+{
+	static uint64_t buf[4096];
+	int upto = wa->shared->max_event_fd + 4096;
+	ssize_t len;
+
+	for (int fd = 0; fd <= upto; fd++)
+		fan_respond(wa->perm_fd, fd, EIO);
+	while ((len = read(wa->perm_fd, buf, sizeof(buf))) > 0) {
+		struct fanotify_event_metadata *md = (void *)buf;
+
+		for (; FAN_EVENT_OK(md, len); md = FAN_EVENT_NEXT(md, len)) {
+			if (md->fd < 0)
+				continue;
+			fan_respond(wa->perm_fd, md->fd, EIO);
+			close(md->fd);
+		}
+	}
+}
+
 int supervisor_run(struct hsm_config *cfg)
 {
 	char (*admin)[4200] = calloc(cfg->nvolumes, 4200);
@@ -290,6 +313,7 @@ int supervisor_run(struct hsm_config *cfg)
 				kill(worker, SIGTERM);
 				sup_wait_worker(worker);
 			}
+			sup_deny_pending(&wa);
 			rc = 0;
 			break;
 		}

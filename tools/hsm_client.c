@@ -220,7 +220,7 @@ static int client_parse(struct hsm_client *c, const char *line, size_t len, json
 	}
 	if (!json_object_object_get_ex(obj, "type", &type) ||
 	    !json_object_is_type(type, json_type_string)) {
-		client_seterr(c, "hsmd sent a malformed reply: no \"type\"");
+		client_seterr(c, "hsmd sent a malformed reply: no string \"type\"");
 		goto bad;
 	}
 	*msg = obj;

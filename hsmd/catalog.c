@@ -1,6 +1,6 @@
 /* The site catalog on leveldb. Byte layouts of keys and values: docs/catalog.md.
  *
- * The catalog is an index that `hsm fsck` can rebuild from the xattrs, so damage is
+ * The catalog is an index that hsmd rebuilds from the xattrs, so damage is
  * reported, never papered over: a value that does not decode, a key of the wrong
  * shape, or an error leveldb only shows through an iterator all fail the call with
  * the key in the message. */
@@ -616,14 +616,14 @@ static int cat_read_record(struct catalog *c, const struct hsm_fid *fid, struct 
 	leveldb_free(val);
 	if (rc < 0) {
 		cat_fid_hex(fid, hex);
-		cat_err(err, errlen, "catalog: %s f%s: corrupt record (%zu bytes); rebuild with "
-			"hsm fsck", what, hex, vlen);
+		cat_err(err, errlen, "catalog: %s f%s: corrupt record (%zu bytes); the catalog is damaged "
+			"(docs/admin.md, The catalog)", what, hex, vlen);
 		return -1;
 	}
 	if (memcmp(out->fid.b, fid->b, 16)) {
 		cat_fid_hex(fid, hex);
-		cat_err(err, errlen, "catalog: %s f%s: record holds another fid; rebuild with "
-			"hsm fsck", what, hex);
+		cat_err(err, errlen, "catalog: %s f%s: record holds another fid; the catalog is damaged "
+			"(docs/admin.md, The catalog)", what, hex);
 		cat_record_clear(out);
 		return -1;
 	}
@@ -657,7 +657,7 @@ static int cat_read_path(struct catalog *c, const char *key, size_t klen, struct
 		return 1;
 	if (vlen != 16) {
 		cat_err(err, errlen, "catalog: path %s:%s: index entry of %zu bytes, not 16; "
-			"rebuild with hsm fsck", volume, path, vlen);
+			"the catalog is damaged (docs/admin.md, The catalog)", volume, path, vlen);
 		leveldb_free(val);
 		return -1;
 	}
@@ -956,10 +956,10 @@ static int cat_iter_failed(leveldb_iterator_t *it, const char *what, const char 
 		return 0;
 	if (lastlen) {
 		cat_key_hex(last, lastlen, khex);
-		cat_err(err, errlen, "catalog: %s: %s (after key %s); rebuild with hsm fsck",
+		cat_err(err, errlen, "catalog: %s: %s (after key %s); the catalog is damaged (docs/admin.md, The catalog)",
 			what, lerr, khex);
 	} else {
-		cat_err(err, errlen, "catalog: %s: %s; rebuild with hsm fsck", what, lerr);
+		cat_err(err, errlen, "catalog: %s: %s; the catalog is damaged (docs/admin.md, The catalog)", what, lerr);
 	}
 	leveldb_free(lerr);
 	return 1;
@@ -994,7 +994,7 @@ int catalog_foreach(struct catalog *c, int (*fn)(const struct cat_record *rec, v
 		if (klen != CAT_FILE_KEY_LEN) {
 			cat_key_hex(k, klen, khex);
 			cat_err(err, errlen, "catalog: foreach: malformed key %s (%zu bytes); "
-				"rebuild with hsm fsck", khex, klen);
+				"the catalog is damaged (docs/admin.md, The catalog)", khex, klen);
 			rc = -1;
 			break;
 		}
@@ -1005,7 +1005,7 @@ int catalog_foreach(struct catalog *c, int (*fn)(const struct cat_record *rec, v
 			cat_record_clear(&rec);
 			cat_key_hex(k, klen, khex);
 			cat_err(err, errlen, "catalog: foreach: corrupt record %s (%zu bytes); "
-				"rebuild with hsm fsck", khex, vlen);
+				"the catalog is damaged (docs/admin.md, The catalog)", khex, vlen);
 			rc = -1;
 			break;
 		}

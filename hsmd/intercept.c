@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "hsmd/fan.h"
+#include "hsmd/scan.h"
 #include "hsmd/worker.h"
 #include "lib/log.h"
 #include "recall/recall.h"
@@ -18,6 +19,7 @@ struct intercept_event {
 	int fd;
 	uint64_t mask;
 	int pid;
+	struct hsm_fid fid; /* of the stub being recalled */
 	struct intercept_event *next;
 };
 
@@ -57,13 +59,16 @@ static void intercept_answer(struct intercept_event *ev, int err, int watch_done
 	free(ev);
 }
 
-static void intercept_recalled(void *arg, int err, const char *msg, uint64_t bytes)
+static void intercept_recalled(void *arg, int err, const char *msg, uint64_t bytes,
+			       const struct timespec *ctime)
 {
 	struct intercept_event *ev = arg;
 
 	(void)bytes;
 	if (err)
 		log_warnx("denying access of pid %d to a stub: %s", ev->pid, msg ? msg : "");
+	else
+		scan_note_recalled(ev->h, &ev->fid, ctime);
 	/* Any failure is EIO to the reader: never zeros, never a partial file. The
 	 * recall has added the ignore mark itself (settle). */
 	intercept_answer(ev, err ? EIO : 0, 0);
@@ -98,8 +103,7 @@ static void intercept_handle(struct intercept_event *ev)
 		return;
 	}
 	if (hsmx_decode(rec, (size_t)n, &st, err, sizeof(err)) < 0) {
-		log_warnx("corrupt state record on a file opened by pid %d (%s); denying; "
-			  "run hsm fsck",
+		log_warnx("corrupt state record on a file opened by pid %d (%s); denying",
 			  ev->pid, err);
 		intercept_answer(ev, EIO, 0);
 		return;
@@ -126,6 +130,7 @@ static void intercept_handle(struct intercept_event *ev)
 		return;
 	}
 	intercept_drop_file(ev);
+	ev->fid = st.fid;
 	recall_file(&h->mv, data_fd, &st, intercept_recalled, ev);
 }
 

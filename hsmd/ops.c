@@ -213,7 +213,8 @@ static void ops_released(void *arg, int err, const char *msg, const struct relea
 
 /* ---- recall ---- */
 
-static void ops_recalled(void *arg, int err, const char *msg, uint64_t bytes)
+static void ops_recalled(void *arg, int err, const char *msg, uint64_t bytes,
+			 const struct timespec *ctime)
 {
 	struct archive_item *ai = arg;
 	struct item *it = ai->it;
@@ -223,7 +224,7 @@ static void ops_recalled(void *arg, int err, const char *msg, uint64_t bytes)
 		o = ops_item_obj(it->path, 0, msg);
 	} else {
 		it->st.state = HSM_STATE_ARCHIVED;
-		ops_note_fd(it, ai->fd, NULL, CAT_J_STATE);
+		ops_note_fd(it, ai->fd, ctime, CAT_J_STATE);
 		o = ops_item_obj(it->path, 1, NULL);
 		json_object_object_add(o, "bytes", json_object_new_int64((int64_t)bytes));
 	}
@@ -525,7 +526,7 @@ static void ops_metrics(struct hsmd *h, struct ctl_conn *c)
 		   h->mv.releases_failed);
 	ops_metric(&buf, &len, f, "hsm_released_bytes_total", "counter", "Bytes freed by release.",
 		   h->mv.bytes_released);
-	ops_metric(&buf, &len, f, "hsm_events_total", "counter", "Permission events answered.",
+	ops_metric(&buf, &len, f, "hsm_events_total", "counter", "Permission events received.",
 		   h->ev_perm);
 	ops_metric(&buf, &len, f, "hsm_events_denied_total", "counter",
 		   "Permission events denied (EIO).", h->ev_denied);

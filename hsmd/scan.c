@@ -88,10 +88,44 @@ void scan_note(struct hsmd *h, struct hsmd_vol *v, const char *rel, const struct
 	}
 	if (op == CAT_J_CREATE && have_old == 0)
 		op = strcmp(old.path, rel) ? CAT_J_RENAME : 0;
-	if (have_old == 0)
+	if (have_old == 0) {
+		/* The start-up scan re-notes every file: write only what changed. */
+		int same = op == 0 && !strcmp(old.path, rel) && !strcmp(old.volume, rec.volume) &&
+			   old.state == rec.state && old.flags == rec.flags &&
+			   old.size == rec.size && old.version == rec.version &&
+			   old.archived_version == rec.archived_version &&
+			   old.mtime_sec == rec.mtime_sec && old.mtime_nsec == rec.mtime_nsec &&
+			   old.archived_ctime_sec == rec.archived_ctime_sec &&
+			   old.archived_ctime_nsec == rec.archived_ctime_nsec &&
+			   !memcmp(old.manifest_id, rec.manifest_id, 32) &&
+			   !strcmp(old.owner, rec.owner);
+
 		cat_record_clear(&old);
+		if (same)
+			return;
+	}
 	if (catalog_put(h->cat, &rec, op, err, sizeof(err)) < 0)
 		log_warnx("catalog: %s: %s", rel, err);
+}
+
+void scan_note_recalled(struct hsmd *h, const struct hsm_fid *fid,
+			const struct timespec *ctime)
+{
+	struct cat_record rec;
+	char err[512];
+	int r = catalog_get(h->cat, fid, &rec, err, sizeof(err));
+
+	if (r != 0) {
+		if (r < 0)
+			log_warnx("catalog: %s", err);
+		return;
+	}
+	rec.state = HSM_STATE_ARCHIVED;
+	rec.archived_ctime_sec = ctime ? ctime->tv_sec : 0;
+	rec.archived_ctime_nsec = ctime ? (uint32_t)ctime->tv_nsec : 0;
+	if (catalog_put(h->cat, &rec, CAT_J_STATE, err, sizeof(err)) < 0)
+		log_warnx("catalog: %s: %s", rec.path, err);
+	cat_record_clear(&rec);
 }
 
 /* What the walk found, handed from the pool to the loop. */
@@ -107,7 +141,7 @@ struct scan_job {
 	char site[HSM_SITE_MAX + 1];
 	int root_fd; /* the volume's admin root; not owned */
 	struct scan_found *found;
-	size_t n, cap;
+	size_t n, cap, noted;
 	unsigned adopted, errors;
 };
 
@@ -207,11 +241,18 @@ static void scan_work(void *arg)
 static void scan_done(void *arg)
 {
 	struct scan_job *j = arg;
+	size_t stop = j->noted + 256 < j->n ? j->noted + 256 : j->n;
 
-	for (size_t i = 0; i < j->n; i++) {
-		scan_note(j->h, j->v, j->found[i].rel, &j->found[i].sb, &j->found[i].st, NULL,
-			  CAT_J_CREATE);
-		free(j->found[i].rel);
+	/* A slice at a time, so readers waiting on events are answered in between. */
+	for (; j->noted < stop; j->noted++) {
+		struct scan_found *f = &j->found[j->noted];
+
+		scan_note(j->h, j->v, f->rel, &f->sb, &f->st, NULL, CAT_J_CREATE);
+		free(f->rel);
+	}
+	if (j->noted < j->n) {
+		pool_submit(j->h->pool, NULL, scan_done, j);
+		return;
 	}
 	log_info("scan of volume %s: %zu files, %u newly managed, %u errors", j->v->cfg->name,
 		 j->n, j->adopted, j->errors);

@@ -78,11 +78,40 @@ static int worker_open_volumes(struct hsmd *h, struct worker_args *wa)
 	return 0;
 }
 
+/* The catalog is an index of the xattrs: not synced on every write (the start-up scan
+ * repairs what a machine crash loses), and rebuilt from scratch when leveldb cannot
+ * open it, the damaged copy kept aside for a post-mortem. */
+static struct catalog *worker_open_catalog(const char *dir)
+{
+	char err[1024], aside[4200];
+	struct catalog *cat = catalog_open(dir, 0, err, sizeof(err));
+
+	if (cat)
+		return cat;
+	if (strstr(err, "lock")) {
+		log_warnx("catalog %s: %s", dir, err);
+		return NULL;
+	}
+	snprintf(aside, sizeof(aside), "%.4096s.damaged-%ld", dir, (long)time(NULL));
+	log_warnx("catalog %s cannot be opened (%s); moving it to %s and rebuilding it from "
+		  "the files' state records",
+		  dir, err, aside);
+	if (rename(dir, aside) < 0) {
+		log_warn("cannot move %s aside", dir);
+		return NULL;
+	}
+	cat = catalog_open(dir, 0, err, sizeof(err));
+	if (!cat)
+		log_warnx("catalog %s: %s", dir, err);
+	return cat;
+}
+
 int worker_main(struct worker_args *wa)
 {
 	struct hsmd h;
 	char err[1024], dir[4200];
 	int rc = 1;
+
 
 	memset(&h, 0, sizeof(h));
 	h.cfg = wa->cfg;
@@ -105,12 +134,10 @@ int worker_main(struct worker_args *wa)
 	}
 	if (worker_open_volumes(&h, wa) < 0)
 		goto out;
-	snprintf(dir, sizeof(dir), "%s/catalog", h.cfg->state_dir);
-	h.cat = catalog_open(dir, 1, err, sizeof(err));
-	if (!h.cat) {
-		log_warnx("catalog %s: %s", dir, err);
+	snprintf(dir, sizeof(dir), "%.4000s/catalog", h.cfg->state_dir);
+	h.cat = worker_open_catalog(dir);
+	if (!h.cat)
 		goto out;
-	}
 	h.store = store_open(h.loop, h.pool, &h.cfg->store, err, sizeof(err));
 	if (!h.store) {
 		log_warnx("object store %s: %s", h.cfg->store.url, err);

@@ -35,6 +35,9 @@ struct recall_job {
 	int err;             /* first error; once set no new work starts */
 	char msg[512];
 	struct timespec atime, mtime; /* to restore */
+	struct timespec ctime;        /* after the state was written */
+	dev_t dev;
+	ino_t ino;
 	uint64_t bytes;
 };
 
@@ -97,7 +100,8 @@ static void recall_finish(struct recall_job *job)
 	}
 	for (w = job->waiters; w; w = next) {
 		next = w->next;
-		w->cb(w->arg, job->err, job->err ? job->msg : NULL, job->bytes);
+		w->cb(w->arg, job->err, job->err ? job->msg : NULL, job->bytes,
+		      job->err || !job->ctime.tv_sec ? NULL : &job->ctime);
 		free(w);
 	}
 	if (job->have_manifest)
@@ -139,6 +143,12 @@ static void recall_commit_work(void *arg)
 		return;
 	}
 	job->st = st;
+	{
+		struct stat sb;
+
+		if (fstat(job->fd, &sb) == 0)
+			job->ctime = sb.st_ctim;
+	}
 	/* Not fatal: without the mark later reads just cost an event each. */
 	if (job->mv->settle && job->mv->settle(job->mv->unwatch_ctx, job->fd) < 0)
 		log_warn("recall: cannot add the ignore mark");
@@ -298,17 +308,22 @@ out:
 	recall_pump(job);
 }
 
-static struct recall_job *recall_find(const struct mover *mv, const struct hsm_fid *fid)
+static struct recall_job *recall_find(const struct mover *mv, const struct hsm_fid *fid,
+				      dev_t dev, ino_t ino)
 {
 	for (struct recall_job *j = mv->recalls; j; j = j->next)
-		if (memcmp(j->st.fid.b, fid->b, sizeof(fid->b)) == 0)
+		if (memcmp(j->st.fid.b, fid->b, sizeof(fid->b)) == 0 && j->dev == dev &&
+		    j->ino == ino)
 			return j;
 	return NULL;
 }
 
 int recall_in_flight(const struct mover *mv, const struct hsm_fid *fid)
 {
-	return recall_find(mv, fid) != NULL;
+	for (struct recall_job *j = mv->recalls; j; j = j->next)
+		if (memcmp(j->st.fid.b, fid->b, sizeof(fid->b)) == 0)
+			return 1;
+	return 0;
 }
 
 unsigned recall_active(const struct mover *mv)
@@ -324,11 +339,18 @@ void recall_file(struct mover *mv, int data_fd, const struct hsm_state *st, reca
 		 void *arg)
 {
 	struct recall_waiter *w = calloc(1, sizeof(*w));
-	struct recall_job *job = recall_find(mv, &st->fid);
+	struct recall_job *job;
+	struct stat sb;
 	char key[80];
 
 	if (!w)
 		fatal("recall: out of memory");
+	/* An fd we cannot stat joins nothing: it gets a recall (and error) of its own. */
+	if (fstat(data_fd, &sb) < 0) {
+		sb.st_dev = 0;
+		sb.st_ino = 0;
+	}
+	job = sb.st_ino ? recall_find(mv, &st->fid, sb.st_dev, sb.st_ino) : NULL;
 	w->cb = cb;
 	w->arg = arg;
 	if (job) {
@@ -343,6 +365,8 @@ void recall_file(struct mover *mv, int data_fd, const struct hsm_state *st, reca
 	job->mv = mv;
 	job->fd = data_fd;
 	job->st = *st;
+	job->dev = sb.st_dev;
+	job->ino = sb.st_ino;
 	job->waiters = w;
 	job->next = mv->recalls;
 	mv->recalls = job;

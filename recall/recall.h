@@ -6,6 +6,8 @@
 #define HSM_RECALL_H
 
 #include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
 
 #include "lib/hsmxattr.h"
 
@@ -36,13 +38,17 @@ struct mover {
 };
 
 /* err 0 = the file is resident and verified; else a positive errno and msg. bytes is
- * what this recall wrote (the whole file). */
-typedef void (*recall_done_cb)(void *arg, int err, const char *msg, uint64_t bytes);
+ * what this recall wrote (the whole file); ctime is the file's ctime once its state was
+ * written (a release that finds it unchanged need not re-hash), NULL on error. */
+typedef void (*recall_done_cb)(void *arg, int err, const char *msg, uint64_t bytes,
+			       const struct timespec *ctime);
 
 /* Recalls the stub described by st (its xattr, read by the caller) into data_fd, an
  * O_RDWR descriptor of the file that is never watched (a fanotify event fd or one
  * opened through the admin mount). data_fd's ownership passes to the recall; it is
- * closed when the recall ends (at once when this call joins one in flight). */
+ * closed when the recall ends (at once when this call joins one in flight). A recall
+ * in flight is joined only for the same inode: copies that kept the xattr share the
+ * fid but not the data. */
 void recall_file(struct mover *mv, int data_fd, const struct hsm_state *st, recall_done_cb cb,
 		 void *arg);
 /* Recalls in flight. */

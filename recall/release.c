@@ -174,6 +174,12 @@ static void release_work(void *arg)
 	}
 	if (release_verify(job, &sb) < 0)
 		goto unlock;
+	/* An open during the checks (the file still had its ignore mark, so it did not
+	 * wait on us but on the lease) starts breaking the lease: give way. */
+	if (fcntl(job->fd, F_GETLEASE) != F_WRLCK) {
+		release_fail(job, EBUSY, "was opened while the release was checking it");
+		goto unlock;
+	}
 	if (job->mv->unwatch && job->mv->unwatch(job->mv->unwatch_ctx, job->fd) < 0) {
 		release_fail(job, errno, "remove ignore mark: %s", strerror(errno));
 		goto unlock;

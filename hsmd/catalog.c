@@ -14,28 +14,28 @@
 #include <string.h>
 #include <time.h>
 
-#define CAT_REC_FORMAT 1
+#define CAT_REC_FORMAT	   1
 #define CAT_JOURNAL_FORMAT 1
-#define CAT_PATH_MAX 4096 /* bytes, without the terminating NUL */
+#define CAT_PATH_MAX	   4096 /* bytes, without the terminating NUL */
 
 /* Presence bits of a record: fields that are mostly zero cost nothing when absent. */
 #define CAT_REC_HAS_MANIFEST 0x01u
-#define CAT_REC_HAS_ACTIME 0x02u
-#define CAT_REC_HAS_KNOWN 0x03u
+#define CAT_REC_HAS_ACTIME   0x02u
+#define CAT_REC_HAS_KNOWN    0x03u
 
 /* Presence bits of a journal entry. */
 #define CAT_J_HAS_OLD_PATH 0x01u
-#define CAT_J_HAS_KNOWN 0x01u
+#define CAT_J_HAS_KNOWN	   0x01u
 
-#define CAT_KEY_FILE 'f'
-#define CAT_KEY_PATH 'p'
-#define CAT_KEY_JOURNAL 'j'
-#define CAT_FILE_KEY_LEN 17
+#define CAT_KEY_FILE	    'f'
+#define CAT_KEY_PATH	    'p'
+#define CAT_KEY_JOURNAL	    'j'
+#define CAT_FILE_KEY_LEN    17
 #define CAT_JOURNAL_KEY_LEN 9
-#define CAT_HEAD_KEY "mjournal_head"
+#define CAT_HEAD_KEY	    "mjournal_head"
 
 #define CAT_WRITE_BUFFER (8u << 20)
-#define CAT_BLOOM_BITS 10
+#define CAT_BLOOM_BITS	 10
 
 struct catalog {
 	leveldb_t *db;
@@ -49,7 +49,7 @@ struct catalog {
 };
 
 static void cat_err(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 static void cat_err(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -213,11 +213,11 @@ static int cat_path_valid(const char *p)
 
 static int cat_record_valid(const struct cat_record *rec)
 {
-	return cat_volume_valid(rec->volume)
-	       && strnlen(rec->owner, HSM_SITE_MAX + 1) <= HSM_SITE_MAX
-	       && cat_path_valid(rec->path) && rec->state >= HSM_STATE_RESIDENT
-	       && rec->state <= HSM_STATE_STUB && !(rec->flags & ~HSM_FLAGS_KNOWN)
-	       && rec->mtime_nsec < 1000000000u && rec->archived_ctime_nsec < 1000000000u;
+	return cat_volume_valid(rec->volume) &&
+	       strnlen(rec->owner, HSM_SITE_MAX + 1) <= HSM_SITE_MAX && cat_path_valid(rec->path) &&
+	       rec->state >= HSM_STATE_RESIDENT && rec->state <= HSM_STATE_STUB &&
+	       !(rec->flags & ~HSM_FLAGS_KNOWN) && rec->mtime_nsec < 1000000000u &&
+	       rec->archived_ctime_nsec < 1000000000u;
 }
 
 uint8_t *cat_record_encode(const struct cat_record *rec, size_t *len)
@@ -272,7 +272,7 @@ uint8_t *cat_record_encode(const struct cat_record *rec, size_t *len)
 
 int cat_record_decode(const uint8_t *buf, size_t len, struct cat_record *out)
 {
-	struct cat_rbuf r = { buf, len, 0 };
+	struct cat_rbuf r = {buf, len, 0};
 	struct cat_record rec;
 	uint8_t fmt, has, n8;
 	uint64_t v;
@@ -282,8 +282,8 @@ int cat_record_decode(const uint8_t *buf, size_t len, struct cat_record *out)
 		return -1;
 	if (cat_get_u8(&r, &fmt) < 0 || fmt != CAT_REC_FORMAT)
 		return -1;
-	if (cat_get_u8(&r, &rec.state) < 0 || rec.state < HSM_STATE_RESIDENT
-	    || rec.state > HSM_STATE_STUB)
+	if (cat_get_u8(&r, &rec.state) < 0 || rec.state < HSM_STATE_RESIDENT ||
+	    rec.state > HSM_STATE_STUB)
 		return -1;
 	if (cat_get_u8(&r, &rec.flags) < 0 || (rec.flags & ~HSM_FLAGS_KNOWN))
 		return -1;
@@ -291,8 +291,8 @@ int cat_record_decode(const uint8_t *buf, size_t len, struct cat_record *out)
 		return -1;
 	if (cat_get_bytes(&r, rec.fid.b, 16) < 0)
 		return -1;
-	if (cat_get_varint(&r, &rec.size) < 0 || cat_get_varint(&r, &rec.version) < 0
-	    || cat_get_varint(&r, &rec.archived_version) < 0)
+	if (cat_get_varint(&r, &rec.size) < 0 || cat_get_varint(&r, &rec.version) < 0 ||
+	    cat_get_varint(&r, &rec.archived_version) < 0)
 		return -1;
 	if (cat_get_varint(&r, &v) < 0)
 		return -1;
@@ -312,8 +312,7 @@ int cat_record_decode(const uint8_t *buf, size_t len, struct cat_record *out)
 			return -1;
 	}
 	if (has & CAT_REC_HAS_MANIFEST) {
-		if (cat_get_bytes(&r, rec.manifest_id, 32) < 0
-		    || cat_all_zero(rec.manifest_id, 32))
+		if (cat_get_bytes(&r, rec.manifest_id, 32) < 0 || cat_all_zero(rec.manifest_id, 32))
 			return -1;
 	}
 	if (cat_get_u8(&r, &n8) < 0 || cat_get_str(&r, n8, 1, HSM_SITE_MAX, rec.volume, NULL) < 0)
@@ -378,7 +377,7 @@ static void cat_journal_clear(struct cat_journal_entry *e)
 static int cat_journal_decode(const uint8_t *buf, size_t len, uint64_t seq,
 			      struct cat_journal_entry *out)
 {
-	struct cat_rbuf r = { buf, len, 0 };
+	struct cat_rbuf r = {buf, len, 0};
 	struct cat_journal_entry e;
 	uint8_t fmt, op, has, n8;
 	uint64_t v;
@@ -402,8 +401,8 @@ static int cat_journal_decode(const uint8_t *buf, size_t len, uint64_t seq,
 	if (cat_get_varint(&r, &v) < 0 || cat_get_str(&r, v, 1, CAT_PATH_MAX, NULL, &e.path) < 0)
 		goto bad;
 	if (has & CAT_J_HAS_OLD_PATH) {
-		if (cat_get_varint(&r, &v) < 0
-		    || cat_get_str(&r, v, 1, CAT_PATH_MAX, NULL, &e.old_path) < 0)
+		if (cat_get_varint(&r, &v) < 0 ||
+		    cat_get_str(&r, v, 1, CAT_PATH_MAX, NULL, &e.old_path) < 0)
 			goto bad;
 	}
 	if (r.off != r.len)
@@ -616,14 +615,18 @@ static int cat_read_record(struct catalog *c, const struct hsm_fid *fid, struct 
 	leveldb_free(val);
 	if (rc < 0) {
 		cat_fid_hex(fid, hex);
-		cat_err(err, errlen, "catalog: %s f%s: corrupt record (%zu bytes); the catalog is damaged "
-			"(docs/admin.md, The catalog)", what, hex, vlen);
+		cat_err(err, errlen,
+			"catalog: %s f%s: corrupt record (%zu bytes); the catalog is damaged "
+			"(docs/admin.md, The catalog)",
+			what, hex, vlen);
 		return -1;
 	}
 	if (memcmp(out->fid.b, fid->b, 16)) {
 		cat_fid_hex(fid, hex);
-		cat_err(err, errlen, "catalog: %s f%s: record holds another fid; the catalog is damaged "
-			"(docs/admin.md, The catalog)", what, hex);
+		cat_err(err, errlen,
+			"catalog: %s f%s: record holds another fid; the catalog is damaged "
+			"(docs/admin.md, The catalog)",
+			what, hex);
 		cat_record_clear(out);
 		return -1;
 	}
@@ -656,8 +659,10 @@ static int cat_read_path(struct catalog *c, const char *key, size_t klen, struct
 	if (!val)
 		return 1;
 	if (vlen != 16) {
-		cat_err(err, errlen, "catalog: path %s:%s: index entry of %zu bytes, not 16; "
-			"the catalog is damaged (docs/admin.md, The catalog)", volume, path, vlen);
+		cat_err(err, errlen,
+			"catalog: path %s:%s: index entry of %zu bytes, not 16; "
+			"the catalog is damaged (docs/admin.md, The catalog)",
+			volume, path, vlen);
 		leveldb_free(val);
 		return -1;
 	}
@@ -716,8 +721,7 @@ static int cat_batch_journal(struct catalog *c, leveldb_writebatch_t *b,
 	return 0;
 }
 
-int catalog_put(struct catalog *c, const struct cat_record *rec, int op, char *err,
-		size_t errlen)
+int catalog_put(struct catalog *c, const struct cat_record *rec, int op, char *err, size_t errlen)
 {
 	struct cat_record old;
 	struct cat_journal_entry e;
@@ -740,9 +744,11 @@ int catalog_put(struct catalog *c, const struct cat_record *rec, int op, char *e
 	val = cat_record_encode(rec, &vlen);
 	if (!val) {
 		if (errno == EINVAL)
-			cat_err(err, errlen, "catalog: put f%s: invalid record (volume 1..%d bytes,"
+			cat_err(err, errlen,
+				"catalog: put f%s: invalid record (volume 1..%d bytes,"
 				" path 1..%d bytes not starting with '/', known state and flags,"
-				" nsec < 1e9)", hex, HSM_SITE_MAX, CAT_PATH_MAX);
+				" nsec < 1e9)",
+				hex, HSM_SITE_MAX, CAT_PATH_MAX);
 		else
 			cat_err(err, errlen, "catalog: put f%s: out of memory", hex);
 		return -1;
@@ -922,7 +928,7 @@ int catalog_unlink_path(struct catalog *c, const char *volume, const char *path,
 /* ---- scans ------------------------------------------------------------------------- */
 
 #define CAT_KEYHEX_BYTES 32
-#define CAT_KEYHEX_MAX (1 + 2 * CAT_KEYHEX_BYTES + 3 + 1)
+#define CAT_KEYHEX_MAX	 (1 + 2 * CAT_KEYHEX_BYTES + 3 + 1)
 
 /* The key class letter stays readable, the binary rest is hex; long keys are cut. */
 static void cat_key_hex(const char *k, size_t klen, char out[CAT_KEYHEX_MAX])
@@ -956,10 +962,14 @@ static int cat_iter_failed(leveldb_iterator_t *it, const char *what, const char 
 		return 0;
 	if (lastlen) {
 		cat_key_hex(last, lastlen, khex);
-		cat_err(err, errlen, "catalog: %s: %s (after key %s); the catalog is damaged (docs/admin.md, The catalog)",
+		cat_err(err, errlen,
+			"catalog: %s: %s (after key %s); the catalog is damaged (docs/admin.md, "
+			"The catalog)",
 			what, lerr, khex);
 	} else {
-		cat_err(err, errlen, "catalog: %s: %s; the catalog is damaged (docs/admin.md, The catalog)", what, lerr);
+		cat_err(err, errlen,
+			"catalog: %s: %s; the catalog is damaged (docs/admin.md, The catalog)",
+			what, lerr);
 	}
 	leveldb_free(lerr);
 	return 1;
@@ -993,19 +1003,23 @@ int catalog_foreach(struct catalog *c, int (*fn)(const struct cat_record *rec, v
 			break;
 		if (klen != CAT_FILE_KEY_LEN) {
 			cat_key_hex(k, klen, khex);
-			cat_err(err, errlen, "catalog: foreach: malformed key %s (%zu bytes); "
-				"the catalog is damaged (docs/admin.md, The catalog)", khex, klen);
+			cat_err(err, errlen,
+				"catalog: foreach: malformed key %s (%zu bytes); "
+				"the catalog is damaged (docs/admin.md, The catalog)",
+				khex, klen);
 			rc = -1;
 			break;
 		}
 		v = leveldb_iter_value(it, &vlen);
 		memset(&rec, 0, sizeof(rec));
-		if (cat_record_decode((const uint8_t *)v, vlen, &rec) < 0
-		    || memcmp(rec.fid.b, k + 1, 16)) {
+		if (cat_record_decode((const uint8_t *)v, vlen, &rec) < 0 ||
+		    memcmp(rec.fid.b, k + 1, 16)) {
 			cat_record_clear(&rec);
 			cat_key_hex(k, klen, khex);
-			cat_err(err, errlen, "catalog: foreach: corrupt record %s (%zu bytes); "
-				"the catalog is damaged (docs/admin.md, The catalog)", khex, vlen);
+			cat_err(err, errlen,
+				"catalog: foreach: corrupt record %s (%zu bytes); "
+				"the catalog is damaged (docs/admin.md, The catalog)",
+				khex, vlen);
 			rc = -1;
 			break;
 		}

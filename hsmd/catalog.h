@@ -49,7 +49,7 @@ struct cat_journal_entry {
 	int op;
 	struct hsm_fid fid;
 	char volume[HSM_SITE_MAX + 1];
-	char *path;     /* malloc'd */
+	char *path;	/* malloc'd */
 	char *old_path; /* rename only, else NULL */
 	uint64_t version;
 	int64_t time_sec; /* when it was journaled */
@@ -66,8 +66,7 @@ int catalog_get(struct catalog *c, const struct hsm_fid *fid, struct cat_record 
 /* Stores rec; if a record for rec->fid exists with another path, its old path index
  * entry is removed. Appends a journal entry with op (0 = no journal entry), all in
  * one batch. 0 or -1. */
-int catalog_put(struct catalog *c, const struct cat_record *rec, int op, char *err,
-		size_t errlen);
+int catalog_put(struct catalog *c, const struct cat_record *rec, int op, char *err, size_t errlen);
 /* Removes the record, its path index entry, and journals CAT_J_DELETE. 0, 1 (absent), -1. */
 int catalog_delete(struct catalog *c, const struct hsm_fid *fid, char *err, size_t errlen);
 /* Path index lookup: 0 found, 1 not found, -1 error. */

@@ -29,10 +29,10 @@ struct ctl_conn {
 	size_t inlen, incap;
 	char *out; /* bytes to write */
 	size_t outlen, outcap, outoff;
-	int busy;        /* a request is being answered */
+	int busy;	 /* a request is being answered */
 	int in_dispatch; /* inside ctl_process's call to ops: it frees, not ctl_end */
-	int dead;        /* closed while in dispatch: ctl_process frees it */
-	int closing;     /* close once the output is written */
+	int dead;	 /* closed while in dispatch: ctl_process frees it */
+	int closing;	 /* close once the output is written */
 	pid_t pid;
 	uid_t uid;
 };
@@ -348,7 +348,8 @@ static void ctl_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crlen) < 0 ||
 		    !ctl_allowed(ctl, &cr)) {
 			log_warnx("control: refused a client (uid %d): not root nor in group %s",
-				  crlen == sizeof(cr) ? (int)cr.uid : -1, ctl->h->cfg->socket_group);
+				  crlen == sizeof(cr) ? (int)cr.uid : -1,
+				  ctl->h->cfg->socket_group);
 			c->closing = 1;
 			ctl_reject(c, "permission denied: root or the hsm group only (EACCES)");
 			continue;

@@ -7,15 +7,14 @@
 int fan_perm_init(void)
 {
 	return fanotify_init(FAN_CLASS_PRE_CONTENT | FAN_CLOEXEC | FAN_UNLIMITED_QUEUE |
-				     FAN_UNLIMITED_MARKS | FAN_REPORT_TID | FAN_NONBLOCK,
+				 FAN_UNLIMITED_MARKS | FAN_REPORT_TID | FAN_NONBLOCK,
 			     O_RDWR | O_LARGEFILE | O_CLOEXEC);
 }
 
 int fan_notify_init(void)
 {
 	return fanotify_init(FAN_CLASS_NOTIF | FAN_CLOEXEC | FAN_UNLIMITED_QUEUE |
-				     FAN_UNLIMITED_MARKS | FAN_NONBLOCK |
-				     FAN_REPORT_DFID_NAME_TARGET,
+				 FAN_UNLIMITED_MARKS | FAN_NONBLOCK | FAN_REPORT_DFID_NAME_TARGET,
 			     O_RDONLY | O_LARGEFILE | O_CLOEXEC);
 }
 
@@ -39,8 +38,8 @@ int fan_ignore_inode(int fan_fd, int fd)
 
 int fan_unignore_inode(int fan_fd, int fd)
 {
-	int r = fanotify_mark(fan_fd, FAN_MARK_REMOVE | FAN_MARK_IGNORE, HSM_FAN_PERM_MASK, fd,
-			      NULL);
+	int r =
+	    fanotify_mark(fan_fd, FAN_MARK_REMOVE | FAN_MARK_IGNORE, HSM_FAN_PERM_MASK, fd, NULL);
 
 	/* No mark to remove is the state we wanted. */
 	if (r < 0 && errno == ENOENT)
@@ -51,8 +50,8 @@ int fan_unignore_inode(int fan_fd, int fd)
 int fan_respond(int fan_fd, int event_fd, int err)
 {
 	struct fanotify_response resp = {
-		.fd = event_fd,
-		.response = err ? FAN_DENY_ERRNO(err) : FAN_ALLOW,
+	    .fd = event_fd,
+	    .response = err ? FAN_DENY_ERRNO(err) : FAN_ALLOW,
 	};
 	ssize_t n;
 

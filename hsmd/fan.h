@@ -31,9 +31,9 @@
 /* The events that hold a reader until the file's data is here. */
 #define HSM_FAN_PERM_MASK (FAN_OPEN_PERM | FAN_OPEN_EXEC_PERM | FAN_PRE_ACCESS)
 /* What the notification group reports for the catalog. */
-#define HSM_FAN_NOTIFY_MASK                                                                \
-	(FAN_CREATE | FAN_DELETE | FAN_MOVED_FROM | FAN_MOVED_TO | FAN_CLOSE_WRITE |       \
-	 FAN_MODIFY | FAN_ATTRIB | FAN_DELETE_SELF | FAN_ONDIR)
+#define HSM_FAN_NOTIFY_MASK                                                                       \
+	(FAN_CREATE | FAN_DELETE | FAN_MOVED_FROM | FAN_MOVED_TO | FAN_CLOSE_WRITE | FAN_MODIFY | \
+	 FAN_ATTRIB | FAN_DELETE_SELF | FAN_ONDIR)
 
 struct fan_range_info {
 	struct fanotify_event_info_header hdr;

@@ -103,8 +103,8 @@ static void intercept_handle(struct intercept_event *ev)
 		return;
 	}
 	if (hsmx_decode(rec, (size_t)n, &st, err, sizeof(err)) < 0) {
-		log_warnx("corrupt state record on a file opened by pid %d (%s); denying",
-			  ev->pid, err);
+		log_warnx("corrupt state record on a file opened by pid %d (%s); denying", ev->pid,
+			  err);
 		intercept_answer(ev, EIO, 0);
 		return;
 	}
@@ -119,7 +119,8 @@ static void intercept_handle(struct intercept_event *ev)
 		return;
 	}
 	/* Recall-on-access stubs let opens through; their first read recalls. */
-	if ((st.flags & HSM_FLAG_ON_ACCESS) && !(ev->mask & (FAN_PRE_ACCESS | FAN_OPEN_EXEC_PERM))) {
+	if ((st.flags & HSM_FLAG_ON_ACCESS) &&
+	    !(ev->mask & (FAN_PRE_ACCESS | FAN_OPEN_EXEC_PERM))) {
 		intercept_answer(ev, 0, 0);
 		return;
 	}
@@ -198,7 +199,7 @@ void intercept_start(struct hsmd *h)
 	/* Events read by a dead worker are still pending in the group, matched by fd
 	 * number; a response for a number with no event is refused harmlessly. */
 	for (int fd = 0; fd <= upto; fd++) {
-		struct fanotify_response r = { .fd = fd, .response = FAN_DENY_ERRNO(EIO) };
+		struct fanotify_response r = {.fd = fd, .response = FAN_DENY_ERRNO(EIO)};
 
 		if (write(h->perm_fd, &r, sizeof(r)) == (ssize_t)sizeof(r))
 			answered++;

@@ -12,11 +12,12 @@
 
 static void usage(FILE *out)
 {
-	fprintf(out, "usage: hsmd [-c FILE] [-f] [-n] [-d]\n"
-		     "  -c FILE  configuration file (default %s/hsm/hsmd.conf)\n"
-		     "  -f       stay in the foreground and log to stderr\n"
-		     "  -n       check the configuration and exit\n"
-		     "  -d       log debug messages\n",
+	fprintf(out,
+		"usage: hsmd [-c FILE] [-f] [-n] [-d]\n"
+		"  -c FILE  configuration file (default %s/hsm/hsmd.conf)\n"
+		"  -f       stay in the foreground and log to stderr\n"
+		"  -n       check the configuration and exit\n"
+		"  -d       log debug messages\n",
 		SYSCONFDIR);
 }
 

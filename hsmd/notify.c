@@ -18,8 +18,8 @@
 #include "lib/log.h"
 
 /* The directory an event names, resolved to a volume and a path below its root. */
-static int notify_dir(struct hsmd *h, struct fanotify_event_info_fid *fid,
-		      struct hsmd_vol **vol, int *dirfd, char *rel, size_t rellen)
+static int notify_dir(struct hsmd *h, struct fanotify_event_info_fid *fid, struct hsmd_vol **vol,
+		      int *dirfd, char *rel, size_t rellen)
 {
 	struct file_handle *fh = (struct file_handle *)fid->handle;
 	char link[64], target[4200];

@@ -32,9 +32,8 @@ static const struct {
 	int verb;
 	int open_flags;
 } ops_file_verbs[] = {
-	{ "state", V_STATE, O_RDONLY },	    { "archive", V_ARCHIVE, O_RDONLY },
-	{ "release", V_RELEASE, O_RDWR },   { "recall", V_RECALL, O_RDWR },
-	{ "pin", V_PIN, O_RDONLY },	    { "unpin", V_UNPIN, O_RDONLY },
+    {"state", V_STATE, O_RDONLY}, {"archive", V_ARCHIVE, O_RDONLY}, {"release", V_RELEASE, O_RDWR},
+    {"recall", V_RECALL, O_RDWR}, {"pin", V_PIN, O_RDONLY},	    {"unpin", V_UNPIN, O_RDONLY},
 };
 
 struct batch {
@@ -82,7 +81,7 @@ static void batch_item_end(struct batch *b, struct json_object *o, int ok)
 }
 
 static void batch_fail(struct batch *b, const char *path, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 static void batch_fail(struct batch *b, const char *path, const char *fmt, ...)
 {
@@ -346,7 +345,7 @@ static int item_start(struct batch *b, const char *path)
 		break;
 	case V_RELEASE: {
 		struct cat_record rec;
-		struct timespec ct = { 0, 0 };
+		struct timespec ct = {0, 0};
 
 		if (catalog_get(h->cat, &it->st.fid, &rec, err, sizeof(err)) == 0) {
 			if (rec.archived_version == it->st.archived_version) {
@@ -469,11 +468,13 @@ static void ops_status(struct hsmd *h, struct ctl_conn *c)
 	json_object_object_add(q, "pool", json_object_new_int64(pool_pending(h->pool)));
 	json_object_object_add(q, "store", json_object_new_int64(store_pending(h->store)));
 	json_object_object_add(r, "queues", q);
-	json_object_object_add(r, "recalls_done", json_object_new_int64((int64_t)h->mv.recalls_done));
+	json_object_object_add(r, "recalls_done",
+			       json_object_new_int64((int64_t)h->mv.recalls_done));
 	json_object_object_add(r, "recalls_failed",
 			       json_object_new_int64((int64_t)h->mv.recalls_failed));
 	json_object_object_add(r, "scanning", json_object_new_boolean(h->scanning > 0));
-	json_object_object_add(r, "uptime", json_object_new_int64((int64_t)(time(NULL) - h->started)));
+	json_object_object_add(r, "uptime",
+			       json_object_new_int64((int64_t)(time(NULL) - h->started)));
 	free(oc);
 	ctl_end(c, 1, 0, 0, NULL, r);
 }
@@ -518,12 +519,12 @@ static void ops_metrics(struct hsmd *h, struct ctl_conn *c)
 		   h->mv.archives_failed);
 	ops_metric(&buf, &len, f, "hsm_archive_bytes_total", "counter", "Bytes archived.",
 		   h->mv.bytes_archived);
-	ops_metric(&buf, &len, f, "hsm_chunks_uploaded_total", "counter",
-		   "Chunk objects uploaded.", h->mv.chunks_uploaded);
+	ops_metric(&buf, &len, f, "hsm_chunks_uploaded_total", "counter", "Chunk objects uploaded.",
+		   h->mv.chunks_uploaded);
 	ops_metric(&buf, &len, f, "hsm_releases_total", "counter", "Releases finished.",
 		   h->mv.releases_done);
-	ops_metric(&buf, &len, f, "hsm_releases_failed_total", "counter", "Releases refused or failed.",
-		   h->mv.releases_failed);
+	ops_metric(&buf, &len, f, "hsm_releases_failed_total", "counter",
+		   "Releases refused or failed.", h->mv.releases_failed);
 	ops_metric(&buf, &len, f, "hsm_released_bytes_total", "counter", "Bytes freed by release.",
 		   h->mv.bytes_released);
 	ops_metric(&buf, &len, f, "hsm_events_total", "counter", "Permission events received.",

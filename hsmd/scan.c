@@ -90,15 +90,14 @@ void scan_note(struct hsmd *h, struct hsmd_vol *v, const char *rel, const struct
 		op = strcmp(old.path, rel) ? CAT_J_RENAME : 0;
 	if (have_old == 0) {
 		/* The start-up scan re-notes every file: write only what changed. */
-		int same = op == 0 && !strcmp(old.path, rel) && !strcmp(old.volume, rec.volume) &&
-			   old.state == rec.state && old.flags == rec.flags &&
-			   old.size == rec.size && old.version == rec.version &&
-			   old.archived_version == rec.archived_version &&
-			   old.mtime_sec == rec.mtime_sec && old.mtime_nsec == rec.mtime_nsec &&
-			   old.archived_ctime_sec == rec.archived_ctime_sec &&
-			   old.archived_ctime_nsec == rec.archived_ctime_nsec &&
-			   !memcmp(old.manifest_id, rec.manifest_id, 32) &&
-			   !strcmp(old.owner, rec.owner);
+		int same =
+		    op == 0 && !strcmp(old.path, rel) && !strcmp(old.volume, rec.volume) &&
+		    old.state == rec.state && old.flags == rec.flags && old.size == rec.size &&
+		    old.version == rec.version && old.archived_version == rec.archived_version &&
+		    old.mtime_sec == rec.mtime_sec && old.mtime_nsec == rec.mtime_nsec &&
+		    old.archived_ctime_sec == rec.archived_ctime_sec &&
+		    old.archived_ctime_nsec == rec.archived_ctime_nsec &&
+		    !memcmp(old.manifest_id, rec.manifest_id, 32) && !strcmp(old.owner, rec.owner);
 
 		cat_record_clear(&old);
 		if (same)
@@ -108,8 +107,7 @@ void scan_note(struct hsmd *h, struct hsmd_vol *v, const char *rel, const struct
 		log_warnx("catalog: %s: %s", rel, err);
 }
 
-void scan_note_recalled(struct hsmd *h, const struct hsm_fid *fid,
-			const struct timespec *ctime)
+void scan_note_recalled(struct hsmd *h, const struct hsm_fid *fid, const struct timespec *ctime)
 {
 	struct cat_record rec;
 	char err[512];
@@ -254,8 +252,8 @@ static void scan_done(void *arg)
 		pool_submit(j->h->pool, NULL, scan_done, j);
 		return;
 	}
-	log_info("scan of volume %s: %zu files, %u newly managed, %u errors", j->v->cfg->name,
-		 j->n, j->adopted, j->errors);
+	log_info("scan of volume %s: %zu files, %u newly managed, %u errors", j->v->cfg->name, j->n,
+		 j->adopted, j->errors);
 	j->h->scanning--;
 	free(j->found);
 	free(j);

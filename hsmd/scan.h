@@ -23,8 +23,7 @@ void scan_note(struct hsmd *h, struct hsmd_vol *v, const char *rel, const struct
 	       const struct hsm_state *st, const struct timespec *archived_ctime, int op);
 /* A stub of fid was recalled by a reader (no path at hand): mark its catalog record
  * archived, with the ctime a later release can trust (NULL: unknown). */
-void scan_note_recalled(struct hsmd *h, const struct hsm_fid *fid,
-			const struct timespec *ctime);
+void scan_note_recalled(struct hsmd *h, const struct hsm_fid *fid, const struct timespec *ctime);
 /* Walks every volume on the pool, adopting and cataloguing what it finds. */
 void scan_start(struct hsmd *h);
 

@@ -130,7 +130,7 @@ static int sup_marks(struct hsm_config *cfg, char admin[][4200], int perm_fd, in
 
 static int sup_socket(struct hsm_config *cfg)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	char dir[4096];
 	char *slash;
 	int fd;
@@ -203,7 +203,7 @@ static double sup_now(void)
 
 static int sup_wait_worker(pid_t worker)
 {
-	struct timespec delay = { 0, 100 * 1000 * 1000 };
+	struct timespec delay = {0, 100 * 1000 * 1000};
 
 	for (int i = 0; i < 100; i++) {
 		int status;
@@ -244,8 +244,8 @@ static void sup_deny_pending(struct worker_args *wa)
 
 int supervisor_run(struct hsm_config *cfg)
 {
-	char (*admin)[4200] = calloc(cfg->nvolumes, 4200);
-	struct worker_args wa = { .cfg = cfg };
+	char(*admin)[4200] = calloc(cfg->nvolumes, 4200);
+	struct worker_args wa = {.cfg = cfg};
 	sigset_t mask, oldmask;
 	double started = 0, backoff = 0.1;
 	pid_t worker = -1;
@@ -339,8 +339,8 @@ int supervisor_run(struct hsm_config *cfg)
 			worker = -1;
 			/* A worker that dies at once would spin: back off, up to 5 s. */
 			if (sup_now() - started < 2) {
-				struct timespec d = { (time_t)backoff,
-						      (long)((backoff - (long)backoff) * 1e9) };
+				struct timespec d = {(time_t)backoff,
+						     (long)((backoff - (long)backoff) * 1e9)};
 
 				nanosleep(&d, NULL);
 				backoff = backoff * 2 > 5 ? 5 : backoff * 2;

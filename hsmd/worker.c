@@ -112,7 +112,6 @@ int worker_main(struct worker_args *wa)
 	char err[1024], dir[4200];
 	int rc = 1;
 
-
 	memset(&h, 0, sizeof(h));
 	h.cfg = wa->cfg;
 	h.shared = wa->shared;

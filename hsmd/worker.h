@@ -28,7 +28,7 @@ struct worker_args {
 struct hsmd_vol {
 	const struct hsm_volume_cfg *cfg;
 	const char *admin; /* admin mount path */
-	int root_fd;       /* owned: the admin mount's root */
+	int root_fd;	   /* owned: the admin mount's root */
 	dev_t dev;
 };
 

@@ -20,19 +20,19 @@
 #include "lib/log.h"
 #include "lib/manifest.h"
 
-#define CFG_FILE_MAX (1 << 20)
-#define CFG_CRED_MAX (64 << 10)
-#define CFG_SOCKET_MAX 107 /* sun_path is 108 bytes including the NUL */
+#define CFG_FILE_MAX	(1 << 20)
+#define CFG_CRED_MAX	(64 << 10)
+#define CFG_SOCKET_MAX	107 /* sun_path is 108 bytes including the NUL */
 #define CFG_S3_PART_MIN (5ull << 20)
 #define CFG_S3_PART_MAX (5ull << 30) /* also the largest single PUT */
-#define CFG_PREFIX_MAX 512
-#define CFG_SHOW_MAX 60
-#define CFG_SHOW_BUF (4 * CFG_SHOW_MAX + 4)
+#define CFG_PREFIX_MAX	512
+#define CFG_SHOW_MAX	60
+#define CFG_SHOW_BUF	(4 * CFG_SHOW_MAX + 4)
 
 #define CFG_DEFAULT_STATE_DIR "/var/lib/hsmd"
-#define CFG_DEFAULT_SOCKET "/run/hsmd/hsmd.sock"
-#define CFG_DEFAULT_GROUP "hsm"
-#define CFG_DEFAULT_REGION "us-east-1"
+#define CFG_DEFAULT_SOCKET    "/run/hsmd/hsmd.sock"
+#define CFG_DEFAULT_GROUP     "hsm"
+#define CFG_DEFAULT_REGION    "us-east-1"
 
 enum cfg_section { SEC_NONE, SEC_SITE, SEC_STORE, SEC_VOLUME };
 
@@ -43,7 +43,7 @@ typedef int (*cfg_setter)(struct cfg_parser *p, const struct cfg_key *k, void *f
 			  const char *v);
 
 /* flags of a key */
-#define CFG_U32 0x1      /* the field is a uint32_t (sizes) */
+#define CFG_U32	     0x1 /* the field is a uint32_t (sizes) */
 #define CFG_NOT_ROOT 0x2 /* a path that must not be "/" */
 
 struct cfg_key {
@@ -78,7 +78,7 @@ struct cfg_parser {
 };
 
 static void cfg_fail(struct cfg_parser *p, int line, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 static void cfg_fail(struct cfg_parser *p, int line, const char *fmt, ...)
 {
@@ -164,7 +164,7 @@ static int cfg_parse_uint(const char *s, uint64_t *out)
 int config_parse_size(const char *s, uint64_t *out)
 {
 	static const char units[] = "kKMGT";
-	static const unsigned shift[] = { 10, 10, 20, 30, 40 };
+	static const unsigned shift[] = {10, 10, 20, 30, 40};
 	uint64_t v = 0;
 	const char *u;
 	size_t i;
@@ -288,12 +288,16 @@ static int cfg_path_value(struct cfg_parser *p, const char *what, const char *v,
 	case CFG_PATH_OK:
 		break;
 	case CFG_PATH_RELATIVE:
-		cfg_fail(p, p->line, "%s \"%s\" is not an absolute path: expected a path "
-			 "starting with '/'", what, cfg_show(v, shown));
+		cfg_fail(p, p->line,
+			 "%s \"%s\" is not an absolute path: expected a path "
+			 "starting with '/'",
+			 what, cfg_show(v, shown));
 		return -1;
 	case CFG_PATH_DOTDOT:
-		cfg_fail(p, p->line, "%s \"%s\" contains a \"..\" component: expected a path "
-			 "without \"..\"", what, cfg_show(v, shown));
+		cfg_fail(p, p->line,
+			 "%s \"%s\" contains a \"..\" component: expected a path "
+			 "without \"..\"",
+			 what, cfg_show(v, shown));
 		return -1;
 	case CFG_PATH_LONG:
 		cfg_fail(p, p->line, "%s is too long: at most %d bytes", what, PATH_MAX - 1);
@@ -325,7 +329,9 @@ struct cfg_cred {
 };
 
 static const char *const cfg_cred_names[CFG_CRED_KEYS] = {
-	"access_key", "secret_key", "session_token",
+    "access_key",
+    "secret_key",
+    "session_token",
 };
 
 enum {
@@ -339,12 +345,12 @@ enum {
 };
 
 static const char *const cfg_split_msg[] = {
-	[CFG_SPLIT_NO_EQUALS] = "expected \"key = value\"",
-	[CFG_SPLIT_NO_KEY] = "missing key before \"=\"",
-	[CFG_SPLIT_EMPTY] = "missing value",
-	[CFG_SPLIT_UNTERMINATED] = "unterminated quoted value",
-	[CFG_SPLIT_BAD_ESCAPE] = "bad escape in quoted value: only \\\" and \\\\ are allowed",
-	[CFG_SPLIT_AFTER_QUOTE] = "unexpected text after the closing quote",
+    [CFG_SPLIT_NO_EQUALS] = "expected \"key = value\"",
+    [CFG_SPLIT_NO_KEY] = "missing key before \"=\"",
+    [CFG_SPLIT_EMPTY] = "missing value",
+    [CFG_SPLIT_UNTERMINATED] = "unterminated quoted value",
+    [CFG_SPLIT_BAD_ESCAPE] = "bad escape in quoted value: only \\\" and \\\\ are allowed",
+    [CFG_SPLIT_AFTER_QUOTE] = "unexpected text after the closing quote",
 };
 
 static int cfg_split_quoted(char *s, char **val)
@@ -406,7 +412,7 @@ static int cfg_split(char *s, char **key, char **val, int inline_comments)
 }
 
 static void cfg_cred_fail(struct cfg_cred *c, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 
 static void cfg_cred_fail(struct cfg_cred *c, const char *fmt, ...)
 {
@@ -449,11 +455,13 @@ static int cfg_cred_line(struct cfg_cred *c, char *s)
 			break;
 	if (i == CFG_CRED_KEYS) {
 		if (cfg_cred_key_printable(key))
-			cfg_cred_fail(c, "unknown key \"%s\": expected access_key, secret_key or "
-				      "session_token", key);
+			cfg_cred_fail(c,
+				      "unknown key \"%s\": expected access_key, secret_key or "
+				      "session_token",
+				      key);
 		else
 			cfg_cred_fail(c, "unknown key: expected access_key, secret_key or "
-				      "session_token");
+					 "session_token");
 		return -1;
 	}
 	if (c->key_line[i]) {
@@ -519,8 +527,10 @@ static int cfg_cred_check_file(struct cfg_cred *c, int fd, size_t *size)
 		return -1;
 	}
 	if (st.st_mode & 077) {
-		cfg_cred_fail(c, "mode %04o gives access to group or others: expected 0600 "
-			      "(chmod 600 %s)", (unsigned)(st.st_mode & 07777), c->path);
+		cfg_cred_fail(c,
+			      "mode %04o gives access to group or others: expected 0600 "
+			      "(chmod 600 %s)",
+			      (unsigned)(st.st_mode & 07777), c->path);
 		return -1;
 	}
 	if (st.st_uid != 0 && st.st_uid != geteuid()) {
@@ -593,7 +603,7 @@ static int cfg_set_credentials(struct cfg_parser *p, const struct cfg_key *k, vo
 			       const char *v)
 {
 	struct hsm_store_cfg *st = &p->cfg->store;
-	struct cfg_cred c = { .p = p };
+	struct cfg_cred c = {.p = p};
 	char *text = NULL;
 	size_t len = 0;
 	int r;
@@ -632,22 +642,22 @@ static int cfg_store_string(struct cfg_parser *p, void *field, const char *v)
 	return *dst ? 0 : cfg_oom(p);
 }
 
-static int cfg_set_site(struct cfg_parser *p, const struct cfg_key *k, void *field,
-			const char *v)
+static int cfg_set_site(struct cfg_parser *p, const struct cfg_key *k, void *field, const char *v)
 {
 	char shown[CFG_SHOW_BUF];
 
 	(void)k;
 	if (!hsm_site_name_valid(v)) {
-		cfg_fail(p, p->line, "invalid site name \"%s\": expected 1 to %d of a-z, 0-9, "
-			 "'_', '-', starting with a letter", cfg_show(v, shown), HSM_SITE_MAX);
+		cfg_fail(p, p->line,
+			 "invalid site name \"%s\": expected 1 to %d of a-z, 0-9, "
+			 "'_', '-', starting with a letter",
+			 cfg_show(v, shown), HSM_SITE_MAX);
 		return -1;
 	}
 	return cfg_store_string(p, field, v);
 }
 
-static int cfg_set_path(struct cfg_parser *p, const struct cfg_key *k, void *field,
-			const char *v)
+static int cfg_set_path(struct cfg_parser *p, const struct cfg_key *k, void *field, const char *v)
 {
 	char **dst = field;
 
@@ -661,16 +671,17 @@ static int cfg_set_path(struct cfg_parser *p, const struct cfg_key *k, void *fie
 	return 0;
 }
 
-static int cfg_set_group(struct cfg_parser *p, const struct cfg_key *k, void *field,
-			 const char *v)
+static int cfg_set_group(struct cfg_parser *p, const struct cfg_key *k, void *field, const char *v)
 {
 	static const char ok[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 				 "0123456789_.-";
 	char shown[CFG_SHOW_BUF];
 
 	if (strspn(v, ok) != strlen(v) || v[0] == '-' || strlen(v) > 32) {
-		cfg_fail(p, p->line, "invalid %s \"%s\": expected a group name of at most 32 "
-			 "letters, digits, '_', '.', '-'", k->name, cfg_show(v, shown));
+		cfg_fail(p, p->line,
+			 "invalid %s \"%s\": expected a group name of at most 32 "
+			 "letters, digits, '_', '.', '-'",
+			 k->name, cfg_show(v, shown));
 		return -1;
 	}
 	return cfg_store_string(p, field, v);
@@ -683,16 +694,15 @@ static int cfg_set_log_level(struct cfg_parser *p, const struct cfg_key *k, void
 	int level = log_level_parse(v);
 
 	if (level < 0) {
-		cfg_fail(p, p->line, "bad %s \"%s\": expected error, warn, info or debug",
-			 k->name, cfg_show(v, shown));
+		cfg_fail(p, p->line, "bad %s \"%s\": expected error, warn, info or debug", k->name,
+			 cfg_show(v, shown));
 		return -1;
 	}
 	*(int *)field = level;
 	return 0;
 }
 
-static int cfg_set_int(struct cfg_parser *p, const struct cfg_key *k, void *field,
-		       const char *v)
+static int cfg_set_int(struct cfg_parser *p, const struct cfg_key *k, void *field, const char *v)
 {
 	char shown[CFG_SHOW_BUF];
 	uint64_t n;
@@ -707,15 +717,16 @@ static int cfg_set_int(struct cfg_parser *p, const struct cfg_key *k, void *fiel
 	return 0;
 }
 
-static int cfg_set_size(struct cfg_parser *p, const struct cfg_key *k, void *field,
-			const char *v)
+static int cfg_set_size(struct cfg_parser *p, const struct cfg_key *k, void *field, const char *v)
 {
 	char shown[CFG_SHOW_BUF], lo[32], hi[32];
 	uint64_t n;
 
 	if (config_parse_size(v, &n) < 0) {
-		cfg_fail(p, p->line, "bad %s \"%s\": expected a size such as 4096, 512k, 4M, "
-			 "64MiB or 1G", k->name, cfg_show(v, shown));
+		cfg_fail(p, p->line,
+			 "bad %s \"%s\": expected a size such as 4096, 512k, 4M, "
+			 "64MiB or 1G",
+			 k->name, cfg_show(v, shown));
 		return -1;
 	}
 	if (n < k->min || n > k->max) {
@@ -751,16 +762,17 @@ static int cfg_set_seconds(struct cfg_parser *p, const struct cfg_key *k, void *
 	if (ok)
 		d = strtod(v, NULL);
 	if (!ok || !(d > 0) || d > (double)k->max) {
-		cfg_fail(p, p->line, "bad %s \"%s\": expected seconds, more than 0 and at most "
-			 "%llu", k->name, cfg_show(v, shown), (unsigned long long)k->max);
+		cfg_fail(p, p->line,
+			 "bad %s \"%s\": expected seconds, more than 0 and at most "
+			 "%llu",
+			 k->name, cfg_show(v, shown), (unsigned long long)k->max);
 		return -1;
 	}
 	*(double *)field = d;
 	return 0;
 }
 
-static int cfg_set_recall(struct cfg_parser *p, const struct cfg_key *k, void *field,
-			  const char *v)
+static int cfg_set_recall(struct cfg_parser *p, const struct cfg_key *k, void *field, const char *v)
 {
 	char shown[CFG_SHOW_BUF];
 
@@ -776,8 +788,7 @@ static int cfg_set_recall(struct cfg_parser *p, const struct cfg_key *k, void *f
 	return 0;
 }
 
-static int cfg_set_region(struct cfg_parser *p, const struct cfg_key *k, void *field,
-			  const char *v)
+static int cfg_set_region(struct cfg_parser *p, const struct cfg_key *k, void *field, const char *v)
 {
 	char shown[CFG_SHOW_BUF];
 
@@ -911,15 +922,18 @@ static int cfg_url_s3(struct cfg_parser *p, struct hsm_store_cfg *st, const char
 	int r;
 
 	if (n == 0) {
-		cfg_fail(p, p->line, "store url \"%s\" has no bucket: expected "
-			 "s3://BUCKET[/PREFIX]", cfg_show(v, shown));
+		cfg_fail(p, p->line,
+			 "store url \"%s\" has no bucket: expected "
+			 "s3://BUCKET[/PREFIX]",
+			 cfg_show(v, shown));
 		return -1;
 	}
 	st->bucket = strndup(b, n);
 	if (!st->bucket)
 		return cfg_oom(p);
 	if (!cfg_bucket_valid(b, n)) {
-		cfg_fail(p, p->line, "invalid bucket name \"%s\": expected 3 to 63 of a-z, 0-9, "
+		cfg_fail(p, p->line,
+			 "invalid bucket name \"%s\": expected 3 to 63 of a-z, 0-9, "
 			 "'.', '-', starting and ending with a letter or digit",
 			 cfg_show(st->bucket, bshown));
 		return -1;
@@ -928,7 +942,8 @@ static int cfg_url_s3(struct cfg_parser *p, struct hsm_store_cfg *st, const char
 	if (r == -2)
 		return cfg_oom(p);
 	if (r < 0) {
-		cfg_fail(p, p->line, "invalid prefix in store url \"%s\": expected at most %d of "
+		cfg_fail(p, p->line,
+			 "invalid prefix in store url \"%s\": expected at most %d of "
 			 "A-Z, a-z, 0-9, '/', '.', '_', '-' without \".\" or \"..\" components",
 			 cfg_show(v, shown), CFG_PREFIX_MAX);
 		return -1;
@@ -937,8 +952,7 @@ static int cfg_url_s3(struct cfg_parser *p, struct hsm_store_cfg *st, const char
 	return 0;
 }
 
-static int cfg_set_url(struct cfg_parser *p, const struct cfg_key *k, void *field,
-		       const char *v)
+static int cfg_set_url(struct cfg_parser *p, const struct cfg_key *k, void *field, const char *v)
 {
 	struct hsm_store_cfg *st = &p->cfg->store;
 	char shown[CFG_SHOW_BUF];
@@ -951,13 +965,17 @@ static int cfg_set_url(struct cfg_parser *p, const struct cfg_key *k, void *fiel
 	if (strncmp(v, "s3://", 5) == 0)
 		return cfg_url_s3(p, st, v);
 	if (strncmp(v, "file://", 7) != 0) {
-		cfg_fail(p, p->line, "unsupported store url \"%s\": expected file:///PATH or "
-			 "s3://BUCKET[/PREFIX]", cfg_show(v, shown));
+		cfg_fail(p, p->line,
+			 "unsupported store url \"%s\": expected file:///PATH or "
+			 "s3://BUCKET[/PREFIX]",
+			 cfg_show(v, shown));
 		return -1;
 	}
 	if (v[7] != '/') {
-		cfg_fail(p, p->line, "store url \"%s\" has no absolute path: expected "
-			 "file:///PATH", cfg_show(v, shown));
+		cfg_fail(p, p->line,
+			 "store url \"%s\" has no absolute path: expected "
+			 "file:///PATH",
+			 cfg_show(v, shown));
 		return -1;
 	}
 	if (cfg_path_value(p, "store url path", v + 7, PATH_MAX - 1, &st->file_root) < 0)
@@ -972,30 +990,28 @@ static int cfg_set_url(struct cfg_parser *p, const struct cfg_key *k, void *fiel
 #define CFG_V(f) offsetof(struct hsm_volume_cfg, f)
 
 static const struct cfg_key cfg_keys[CFG_NKEYS] = {
-	{ SEC_SITE, "name", cfg_set_site, CFG_C(site), 0, 0, 0, 0 },
-	{ SEC_SITE, "state_dir", cfg_set_path, CFG_C(state_dir), 0, PATH_MAX - 1, 0, 0 },
-	{ SEC_SITE, "socket", cfg_set_path, CFG_C(socket_path), 0, CFG_SOCKET_MAX, 0, 0 },
-	{ SEC_SITE, "socket_group", cfg_set_group, CFG_C(socket_group), 0, 0, 0, 0 },
-	{ SEC_SITE, "log_level", cfg_set_log_level, CFG_C(log_level), 0, 0, 0, 0 },
-	{ SEC_SITE, "workers", cfg_set_int, CFG_C(workers), 0, 256, 0, 0 },
-	{ SEC_STORE, "url", cfg_set_url, 0, 0, 0, 0, 0 },
-	{ SEC_STORE, "endpoint", cfg_set_endpoint, CFG_C(store.endpoint), 0, 0, 0, 0 },
-	{ SEC_STORE, "region", cfg_set_region, CFG_C(store.region), 0, 0, 0, 0 },
-	{ SEC_STORE, "credentials", cfg_set_credentials, 0, 0, 0, 0, 0 },
-	{ SEC_STORE, "chunk_size", cfg_set_size, CFG_C(store.chunk_size), HSM_CHUNK_SIZE_MIN,
-	  HSM_CHUNK_SIZE_MAX, 4096, CFG_U32 },
-	{ SEC_STORE, "multipart_threshold", cfg_set_size, CFG_C(store.multipart_threshold),
-	  CFG_S3_PART_MIN, CFG_S3_PART_MAX, 0, 0 },
-	{ SEC_STORE, "part_size", cfg_set_size, CFG_C(store.part_size), CFG_S3_PART_MIN,
-	  CFG_S3_PART_MAX, 0, 0 },
-	{ SEC_STORE, "max_connections", cfg_set_int, CFG_C(store.max_connections), 1, 256, 0,
-	  0 },
-	{ SEC_STORE, "retries", cfg_set_int, CFG_C(store.retries), 0, 100, 0, 0 },
-	{ SEC_STORE, "timeout", cfg_set_seconds, CFG_C(store.timeout), 0, 3600, 0, 0 },
-	{ SEC_VOLUME, "path", cfg_set_path, CFG_V(path), 0, PATH_MAX - 1, 0, CFG_NOT_ROOT },
-	{ SEC_VOLUME, "backing", cfg_set_path, CFG_V(backing), 0, PATH_MAX - 1, 0,
-	  CFG_NOT_ROOT },
-	{ SEC_VOLUME, "recall", cfg_set_recall, CFG_V(recall), 0, 0, 0, 0 },
+    {SEC_SITE, "name", cfg_set_site, CFG_C(site), 0, 0, 0, 0},
+    {SEC_SITE, "state_dir", cfg_set_path, CFG_C(state_dir), 0, PATH_MAX - 1, 0, 0},
+    {SEC_SITE, "socket", cfg_set_path, CFG_C(socket_path), 0, CFG_SOCKET_MAX, 0, 0},
+    {SEC_SITE, "socket_group", cfg_set_group, CFG_C(socket_group), 0, 0, 0, 0},
+    {SEC_SITE, "log_level", cfg_set_log_level, CFG_C(log_level), 0, 0, 0, 0},
+    {SEC_SITE, "workers", cfg_set_int, CFG_C(workers), 0, 256, 0, 0},
+    {SEC_STORE, "url", cfg_set_url, 0, 0, 0, 0, 0},
+    {SEC_STORE, "endpoint", cfg_set_endpoint, CFG_C(store.endpoint), 0, 0, 0, 0},
+    {SEC_STORE, "region", cfg_set_region, CFG_C(store.region), 0, 0, 0, 0},
+    {SEC_STORE, "credentials", cfg_set_credentials, 0, 0, 0, 0, 0},
+    {SEC_STORE, "chunk_size", cfg_set_size, CFG_C(store.chunk_size), HSM_CHUNK_SIZE_MIN,
+     HSM_CHUNK_SIZE_MAX, 4096, CFG_U32},
+    {SEC_STORE, "multipart_threshold", cfg_set_size, CFG_C(store.multipart_threshold),
+     CFG_S3_PART_MIN, CFG_S3_PART_MAX, 0, 0},
+    {SEC_STORE, "part_size", cfg_set_size, CFG_C(store.part_size), CFG_S3_PART_MIN, CFG_S3_PART_MAX,
+     0, 0},
+    {SEC_STORE, "max_connections", cfg_set_int, CFG_C(store.max_connections), 1, 256, 0, 0},
+    {SEC_STORE, "retries", cfg_set_int, CFG_C(store.retries), 0, 100, 0, 0},
+    {SEC_STORE, "timeout", cfg_set_seconds, CFG_C(store.timeout), 0, 3600, 0, 0},
+    {SEC_VOLUME, "path", cfg_set_path, CFG_V(path), 0, PATH_MAX - 1, 0, CFG_NOT_ROOT},
+    {SEC_VOLUME, "backing", cfg_set_path, CFG_V(backing), 0, PATH_MAX - 1, 0, CFG_NOT_ROOT},
+    {SEC_VOLUME, "recall", cfg_set_recall, CFG_V(recall), 0, 0, 0, 0},
 };
 
 static int cfg_key_index(int section, const char *name)
@@ -1047,8 +1063,10 @@ static int cfg_open_volume(struct cfg_parser *p, const char *name)
 		return -1;
 	}
 	if (n > HSM_SITE_MAX || strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789_-") != n) {
-		cfg_fail(p, p->line, "invalid volume name \"%s\": expected 1 to %d of a-z, 0-9, "
-			 "'_', '-'", cfg_show(name, shown), HSM_SITE_MAX);
+		cfg_fail(p, p->line,
+			 "invalid volume name \"%s\": expected 1 to %d of a-z, 0-9, "
+			 "'_', '-'",
+			 cfg_show(name, shown), HSM_SITE_MAX);
 		return -1;
 	}
 	for (size_t i = 0; i < cfg->nvolumes; i++) {
@@ -1135,8 +1153,10 @@ static int cfg_assignment(struct cfg_parser *p, char *s)
 		return -1;
 	}
 	if (p->section == SEC_NONE) {
-		cfg_fail(p, p->line, "\"%s\" is outside any section: expected [site], [store] or "
-			 "[volume NAME] first", cfg_show(key, shown));
+		cfg_fail(p, p->line,
+			 "\"%s\" is outside any section: expected [site], [store] or "
+			 "[volume NAME] first",
+			 cfg_show(key, shown));
 		return -1;
 	}
 	i = cfg_key_index(p->section, key);
@@ -1248,7 +1268,7 @@ static int cfg_finish_site(struct cfg_parser *p)
 static int cfg_finish_store(struct cfg_parser *p)
 {
 	struct hsm_store_cfg *st = &p->cfg->store;
-	static const char *const s3_only[] = { "endpoint", "region", "credentials" };
+	static const char *const s3_only[] = {"endpoint", "region", "credentials"};
 
 	if (!st->url) {
 		st->kind = HSM_STORE_FILE;
@@ -1305,8 +1325,8 @@ static int cfg_check_overlap(struct cfg_parser *p, size_t i, size_t j, int key)
 }
 
 /* hsmd's own files on a managed volume would be intercepted by hsmd itself. */
-static int cfg_check_own_dir(struct cfg_parser *p, const char *what, const char *dir,
-			     int dir_line, size_t i)
+static int cfg_check_own_dir(struct cfg_parser *p, const char *what, const char *dir, int dir_line,
+			     size_t i)
 {
 	const struct hsm_volume_cfg *v = &p->cfg->volumes[i];
 	int pkey = cfg_key_index(SEC_VOLUME, "path");
@@ -1332,7 +1352,8 @@ static int cfg_finish_volumes(struct cfg_parser *p)
 	int uline = p->key_line[cfg_key_index(SEC_STORE, "url")];
 
 	if (cfg->nvolumes == 0) {
-		cfg_fail(p, cfg_end_line(p), "no [volume NAME] section: at least one volume is "
+		cfg_fail(p, cfg_end_line(p),
+			 "no [volume NAME] section: at least one volume is "
 			 "required");
 		return -1;
 	}
@@ -1340,8 +1361,10 @@ static int cfg_finish_volumes(struct cfg_parser *p)
 		struct hsm_volume_cfg *v = &cfg->volumes[i];
 
 		if (!v->path) {
-			cfg_fail(p, p->vol[i].line, "volume \"%s\" has no path: expected "
-				 "path = /ABSOLUTE/PATH", v->name);
+			cfg_fail(p, p->vol[i].line,
+				 "volume \"%s\" has no path: expected "
+				 "path = /ABSOLUTE/PATH",
+				 v->name);
 			return -1;
 		}
 		if (cfg_default_string(p, &v->backing, v->path) < 0)
@@ -1385,8 +1408,8 @@ static struct hsm_config *cfg_new(void)
 	return cfg;
 }
 
-static int cfg_load_text(const char *name, const char *text, size_t len,
-			 struct hsm_config **out, char *err, size_t errlen)
+static int cfg_load_text(const char *name, const char *text, size_t len, struct hsm_config **out,
+			 char *err, size_t errlen)
 {
 	struct cfg_parser *p;
 	int r = -1;
@@ -1406,8 +1429,8 @@ static int cfg_load_text(const char *name, const char *text, size_t len,
 		cfg_oom(p);
 		goto out;
 	}
-	if (cfg_parse_text(p, text, len) < 0 || cfg_finish_site(p) < 0 ||
-	    cfg_finish_store(p) < 0 || cfg_finish_volumes(p) < 0)
+	if (cfg_parse_text(p, text, len) < 0 || cfg_finish_site(p) < 0 || cfg_finish_store(p) < 0 ||
+	    cfg_finish_volumes(p) < 0)
 		goto out;
 	*out = p->cfg;
 	p->cfg = NULL;

@@ -25,9 +25,8 @@
 /* Reflected CRC-32 (polynomial 0xEDB88320, as zlib and Ethernet) one nibble at a
  * time: a 16-entry table is plenty for records of at most HSM_XATTR_MAX bytes. */
 static const uint32_t hsmx_crc_table[16] = {
-	0x00000000, 0x1db71064, 0x3b6e20c8, 0x26d930ac, 0x76dc4190, 0x6b6b51f4,
-	0x4db26158, 0x5005713c, 0xedb88320, 0xf00f9344, 0xd6d6a3e8, 0xcb61b38c,
-	0x9b64c2b0, 0x86d3d2d4, 0xa00ae278, 0xbdbdf21c,
+    0x00000000, 0x1db71064, 0x3b6e20c8, 0x26d930ac, 0x76dc4190, 0x6b6b51f4, 0x4db26158, 0x5005713c,
+    0xedb88320, 0xf00f9344, 0xd6d6a3e8, 0xcb61b38c, 0x9b64c2b0, 0x86d3d2d4, 0xa00ae278, 0xbdbdf21c,
 };
 
 static uint32_t hsmx_crc32(const uint8_t *p, size_t len)
@@ -188,7 +187,7 @@ static int hsmx_state_valid(const struct hsm_state *st)
 
 int hsmx_encode(const struct hsm_state *st, uint8_t *buf, size_t cap)
 {
-	struct hsmx_writer w = { .buf = buf, .cap = cap };
+	struct hsmx_writer w = {.buf = buf, .cap = cap};
 
 	if (!st || !buf || !hsmx_state_valid(st)) {
 		errno = EINVAL;
@@ -231,7 +230,7 @@ struct hsmx_reader {
 };
 
 static void hsmx_fail(struct hsmx_reader *r, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 
 static void hsmx_fail(struct hsmx_reader *r, const char *fmt, ...)
 {
@@ -382,8 +381,10 @@ static int hsmx_check_vv(struct hsmx_reader *r, const struct hsm_state *st)
 		}
 		for (unsigned j = 0; j < i; j++) {
 			if (strcmp(st->vv[i].site, st->vv[j].site) == 0) {
-				hsmx_fail(r, "bad record: vv entries %u and %u have the same "
-					  "site \"%s\"", j, i, st->vv[i].site);
+				hsmx_fail(r,
+					  "bad record: vv entries %u and %u have the same "
+					  "site \"%s\"",
+					  j, i, st->vv[i].site);
 				return -1;
 			}
 		}
@@ -413,7 +414,7 @@ static void hsmx_check_meaning(struct hsmx_reader *r, const struct hsm_state *st
 
 int hsmx_decode(const uint8_t *buf, size_t len, struct hsm_state *st, char *err, size_t errlen)
 {
-	struct hsmx_reader r = { .buf = buf, .len = len, .err = err, .errlen = errlen };
+	struct hsmx_reader r = {.buf = buf, .len = len, .err = err, .errlen = errlen};
 
 	if (err && errlen)
 		err[0] = '\0';

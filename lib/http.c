@@ -11,8 +11,8 @@
 #include <sys/mman.h>
 
 #define HTTP_BUFFER_SIZE (256 * 1024) /* fewer, larger reads and writes than curl's 16K */
-#define HTTP_HUGE_ALIGN (2u << 20)     /* x86-64 huge page */
-#define HTTP_HUGE_BODY (4u << 20)      /* answers this large get huge pages */
+#define HTTP_HUGE_ALIGN	 (2u << 20)   /* x86-64 huge page */
+#define HTTP_HUGE_BODY	 (4u << 20)   /* answers this large get huge pages */
 
 /* One socket that curl asked us to watch; owned by the client, freed on
  * CURL_POLL_REMOVE or with the client. */
@@ -116,8 +116,7 @@ static void http_finish(struct http_request *r, CURLcode res)
 	if (r->nomem)
 		snprintf(r->errbuf, sizeof(r->errbuf), "out of memory for the answer");
 	else if (resp->too_large)
-		snprintf(r->errbuf, sizeof(r->errbuf), "answer longer than %zu bytes",
-			 r->max_body);
+		snprintf(r->errbuf, sizeof(r->errbuf), "answer longer than %zu bytes", r->max_body);
 	if (res == CURLE_OK)
 		resp->error = "";
 	else
@@ -140,8 +139,7 @@ static void http_drain(struct http_client *c)
 
 		if (m->msg != CURLMSG_DONE)
 			continue;
-		if (curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &priv) != CURLE_OK ||
-		    !priv)
+		if (curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &priv) != CURLE_OK || !priv)
 			continue;
 		http_finish((struct http_request *)priv, m->data.result);
 	}
@@ -337,8 +335,7 @@ static int http_reserve(struct http_request *r, size_t need)
 
 	if (need < r->cap)
 		return 0;
-	if (cap == 1 && r->resp.content_length > 0 &&
-	    (uint64_t)r->resp.content_length < SIZE_MAX &&
+	if (cap == 1 && r->resp.content_length > 0 && (uint64_t)r->resp.content_length < SIZE_MAX &&
 	    (!r->max_body || (uint64_t)r->resp.content_length <= r->max_body))
 		cap = (size_t)r->resp.content_length + 1;
 	while (cap <= need)
@@ -389,8 +386,7 @@ static size_t http_write_cb(char *data, size_t size, size_t nmemb, void *userp)
 }
 
 /* The value of header line "Name: value\r\n" when its name is name, else NULL. */
-static const char *http_header_value(const char *line, size_t len, const char *name,
-				     size_t *vlen)
+static const char *http_header_value(const char *line, size_t len, const char *name, size_t *vlen)
 {
 	size_t n = strlen(name);
 	const char *v, *end = line + len;
@@ -400,8 +396,7 @@ static const char *http_header_value(const char *line, size_t len, const char *n
 	v = line + n + 1;
 	while (v < end && (*v == ' ' || *v == '\t'))
 		v++;
-	while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' ||
-			   end[-1] == '\t'))
+	while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t'))
 		end--;
 	*vlen = (size_t)(end - v);
 	return v;
@@ -458,10 +453,10 @@ static int http_seek_cb(void *userp, curl_off_t off, int origin)
 	return CURL_SEEKFUNC_OK;
 }
 
-#define HTTP_SET(rc, easy, opt, val)                                                       \
-	do {                                                                               \
-		if ((rc) == CURLE_OK)                                                      \
-			(rc) = curl_easy_setopt((easy), (opt), (val));                     \
+#define HTTP_SET(rc, easy, opt, val)                                   \
+	do {                                                           \
+		if ((rc) == CURLE_OK)                                  \
+			(rc) = curl_easy_setopt((easy), (opt), (val)); \
 	} while (0)
 
 static CURLcode http_set_method(struct http_request *r, const struct http_req *req)
@@ -514,8 +509,7 @@ static CURLcode http_set_timeouts(CURL *e, const struct http_req *req)
 	if (req->stall_timeout > 0) {
 		/* libcurl counts stalls in whole seconds. */
 		HTTP_SET(rc, e, CURLOPT_LOW_SPEED_LIMIT, 1L);
-		HTTP_SET(rc, e, CURLOPT_LOW_SPEED_TIME,
-			 (http_ms(req->stall_timeout) + 999) / 1000);
+		HTTP_SET(rc, e, CURLOPT_LOW_SPEED_TIME, (http_ms(req->stall_timeout) + 999) / 1000);
 	}
 	return rc;
 }
@@ -558,8 +552,8 @@ static CURLcode http_set_options(struct http_request *r, const struct http_req *
 	return rc;
 }
 
-struct http_request *http_start(struct http_client *c, const struct http_req *req,
-				http_done_cb cb, void *arg, char *err, size_t errlen)
+struct http_request *http_start(struct http_client *c, const struct http_req *req, http_done_cb cb,
+				void *arg, char *err, size_t errlen)
 {
 	struct http_request *r = calloc(1, sizeof(*r));
 	CURLcode rc;
@@ -583,14 +577,13 @@ struct http_request *http_start(struct http_client *c, const struct http_req *re
 	}
 	rc = http_set_options(r, req);
 	if (rc != CURLE_OK) {
-		snprintf(err, errlen, "%s %s: libcurl refused an option: %s", req->method,
-			 req->url, curl_easy_strerror(rc));
+		snprintf(err, errlen, "%s %s: libcurl refused an option: %s", req->method, req->url,
+			 curl_easy_strerror(rc));
 		goto fail;
 	}
 	mrc = curl_multi_add_handle(c->multi, r->easy);
 	if (mrc != CURLM_OK) {
-		snprintf(err, errlen, "%s %s: %s", req->method, req->url,
-			 curl_multi_strerror(mrc));
+		snprintf(err, errlen, "%s %s: %s", req->method, req->url, curl_multi_strerror(mrc));
 		goto fail;
 	}
 	r->next = c->reqs;

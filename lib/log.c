@@ -33,7 +33,7 @@ int log_get_level(void)
 
 int log_level_parse(const char *s)
 {
-	static const char *names[] = { "error", "warn", "info", "debug" };
+	static const char *names[] = {"error", "warn", "info", "debug"};
 
 	for (int i = 0; i < 4; i++)
 		if (strcmp(s, names[i]) == 0)
@@ -43,8 +43,8 @@ int log_level_parse(const char *s)
 
 static void log_vwrite(int level, int errnum, const char *fmt, va_list ap)
 {
-	static const int prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG };
-	static const char *tag[] = { "error", "warn", "info", "debug" };
+	static const int prio[] = {LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG};
+	static const char *tag[] = {"error", "warn", "info", "debug"};
 	char msg[2048];
 	int n;
 
@@ -69,12 +69,12 @@ static void log_vwrite(int level, int errnum, const char *fmt, va_list ap)
 	}
 }
 
-#define LOG_BODY(level, errnum)                                                            \
-	do {                                                                               \
-		va_list ap;                                                                \
-		va_start(ap, fmt);                                                         \
-		log_vwrite(level, errnum, fmt, ap);                                        \
-		va_end(ap);                                                                \
+#define LOG_BODY(level, errnum)                     \
+	do {                                        \
+		va_list ap;                         \
+		va_start(ap, fmt);                  \
+		log_vwrite(level, errnum, fmt, ap); \
+		va_end(ap);                         \
 	} while (0)
 
 void log_warn(const char *fmt, ...)

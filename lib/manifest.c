@@ -25,7 +25,7 @@
 #define MANIFEST_CHUNK_LINE_MIN 69
 /* The longest: 20-digit offset, 10-digit length, 2 spaces, 64 digits, newline. */
 #define MANIFEST_CHUNK_LINE_MAX 97
-#define MANIFEST_HEADER_MAX 128
+#define MANIFEST_HEADER_MAX	128
 
 static uint64_t manifest_count(uint64_t size, uint32_t chunk_size)
 {
@@ -116,8 +116,9 @@ int manifest_serialize(const struct hsm_manifest *m, char **out, size_t *outlen)
 	buf = malloc(cap);
 	if (!buf)
 		return -1;
-	n = snprintf(buf, cap, MANIFEST_MAGIC "\nsize %" PRIu64 "\nchunk_size %" PRIu32
-		     "\nchunks %zu\n", m->size, m->chunk_size, m->nchunks);
+	n = snprintf(buf, cap,
+		     MANIFEST_MAGIC "\nsize %" PRIu64 "\nchunk_size %" PRIu32 "\nchunks %zu\n",
+		     m->size, m->chunk_size, m->nchunks);
 	pos = (size_t)n;
 	for (size_t i = 0; i < m->nchunks; i++) {
 		char hex[HSM_SHA256_HEX];
@@ -155,15 +156,15 @@ struct mparse {
 	const char *buf;
 	size_t len;
 	size_t pos;
-	unsigned line;     /* number of the current line, from 1 */
-	const char *cur;   /* the current line, without its '\n' */
+	unsigned line;	 /* number of the current line, from 1 */
+	const char *cur; /* the current line, without its '\n' */
 	size_t curlen;
 	char *err;
 	size_t errlen;
 };
 
 static void mparse_fail(struct mparse *p, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 
 static void mparse_fail(struct mparse *p, const char *fmt, ...)
 {
@@ -267,8 +268,10 @@ static int mparse_header_num(struct mparse *p, const char *key, uint64_t *out)
 		return -1;
 	}
 	if (r != MNUM_OK) {
-		mparse_fail(p, "expected \"%s N\" with N a decimal number without sign or leading "
-			    "zeros, found \"%s\"", key, mparse_show(p, shown));
+		mparse_fail(p,
+			    "expected \"%s N\" with N a decimal number without sign or leading "
+			    "zeros, found \"%s\"",
+			    key, mparse_show(p, shown));
 		return -1;
 	}
 	return 0;
@@ -286,20 +289,21 @@ static int mparse_header(struct mparse *p, struct hsm_manifest *m)
 			    mparse_show(p, shown));
 		return -1;
 	}
-	if (mparse_header_num(p, "size", &size) < 0 ||
-	    mparse_header_num(p, "chunk_size", &cs) < 0)
+	if (mparse_header_num(p, "size", &size) < 0 || mparse_header_num(p, "chunk_size", &cs) < 0)
 		return -1;
 	if (cs < HSM_CHUNK_SIZE_MIN || cs > HSM_CHUNK_SIZE_MAX) {
-		mparse_fail(p, "chunk_size %" PRIu64 " out of range %u..%u", cs,
-			    HSM_CHUNK_SIZE_MIN, HSM_CHUNK_SIZE_MAX);
+		mparse_fail(p, "chunk_size %" PRIu64 " out of range %u..%u", cs, HSM_CHUNK_SIZE_MIN,
+			    HSM_CHUNK_SIZE_MAX);
 		return -1;
 	}
 	if (mparse_header_num(p, "chunks", &n) < 0)
 		return -1;
 	want = manifest_count(size, (uint32_t)cs);
 	if (n != want) {
-		mparse_fail(p, "chunks %" PRIu64 " does not match size %" PRIu64 " and chunk_size %"
-			    PRIu64 ": expected %" PRIu64, n, size, cs, want);
+		mparse_fail(p,
+			    "chunks %" PRIu64 " does not match size %" PRIu64
+			    " and chunk_size %" PRIu64 ": expected %" PRIu64,
+			    n, size, cs, want);
 		return -1;
 	}
 	/* Bound the allocation by what the input can hold, so a hostile header cannot
@@ -339,8 +343,10 @@ static int mparse_chunk(struct mparse *p, const struct hsm_manifest *m, size_t i
 	sp2 = sp1 ? memchr(sp1 + 1, ' ', (size_t)(end - sp1 - 1)) : NULL;
 	if (!sp2 || mparse_u64(p->cur, (size_t)(sp1 - p->cur), UINT64_MAX, &off) ||
 	    mparse_u64(sp1 + 1, (size_t)(sp2 - sp1 - 1), UINT32_MAX, &len)) {
-		mparse_fail(p, "expected \"OFFSET LENGTH SHA256\" with decimal numbers, found "
-			    "\"%s\"", mparse_show(p, shown));
+		mparse_fail(p,
+			    "expected \"OFFSET LENGTH SHA256\" with decimal numbers, found "
+			    "\"%s\"",
+			    mparse_show(p, shown));
 		return -1;
 	}
 	if (end - sp2 - 1 != 2 * HSM_SHA256_LEN ||
@@ -365,7 +371,7 @@ static int mparse_chunk(struct mparse *p, const struct hsm_manifest *m, size_t i
 
 int manifest_parse(const char *buf, size_t len, struct hsm_manifest *m, char *err, size_t errlen)
 {
-	struct mparse p = { .buf = buf, .len = len, .err = err, .errlen = errlen };
+	struct mparse p = {.buf = buf, .len = len, .err = err, .errlen = errlen};
 
 	if (err && errlen)
 		err[0] = '\0';

@@ -8,8 +8,8 @@
 #include <stdint.h>
 
 #define HSM_CHUNK_SIZE_DEFAULT (4u << 20)
-#define HSM_CHUNK_SIZE_MIN (64u << 10)
-#define HSM_CHUNK_SIZE_MAX (64u << 20)
+#define HSM_CHUNK_SIZE_MIN     (64u << 10)
+#define HSM_CHUNK_SIZE_MAX     (64u << 20)
 
 struct hsm_chunk {
 	uint64_t offset;

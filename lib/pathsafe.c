@@ -74,9 +74,9 @@ int path_check_relative(const char *p, char *err, size_t errlen)
 int path_open_beneath(int root_fd, const char *rel, int flags, unsigned mode)
 {
 	struct open_how how = {
-		.flags = (unsigned)(flags | O_NOFOLLOW | O_CLOEXEC),
-		.mode = (flags & (O_CREAT | O_TMPFILE)) ? mode : 0,
-		.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV,
+	    .flags = (unsigned)(flags | O_NOFOLLOW | O_CLOEXEC),
+	    .mode = (flags & (O_CREAT | O_TMPFILE)) ? mode : 0,
+	    .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV,
 	};
 
 	return (int)syscall(SYS_openat2, root_fd, *rel ? rel : ".", &how, sizeof(how));

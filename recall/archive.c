@@ -46,7 +46,7 @@ struct archive_chunk {
 static void archive_pump(struct archive_job *job);
 
 static void archive_fail(struct archive_job *job, int err, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 static void archive_fail(struct archive_job *job, int err, const char *fmt, ...)
 {

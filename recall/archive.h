@@ -12,12 +12,12 @@
 #include "recall/recall.h"
 
 struct archive_result {
-	struct hsm_state st;    /* the xattr record as written */
-	uint64_t bytes;         /* file size */
-	unsigned chunks;        /* chunks in the manifest */
-	unsigned uploaded;      /* chunks sent (the rest were in the store already) */
-	struct timespec ctime;  /* the file's ctime right after the xattr was written */
-	int already;            /* 1: this version was archived before; nothing sent */
+	struct hsm_state st;   /* the xattr record as written */
+	uint64_t bytes;	       /* file size */
+	unsigned chunks;       /* chunks in the manifest */
+	unsigned uploaded;     /* chunks sent (the rest were in the store already) */
+	struct timespec ctime; /* the file's ctime right after the xattr was written */
+	int already;	       /* 1: this version was archived before; nothing sent */
 };
 
 typedef void (*archive_done_cb)(void *arg, int err, const char *msg,

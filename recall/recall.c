@@ -24,18 +24,18 @@ struct recall_waiter {
 struct recall_job {
 	struct mover *mv;
 	struct recall_job *next; /* in mv->recalls */
-	int fd;                  /* owned */
+	int fd;			 /* owned */
 	struct hsm_state st;
 	struct recall_waiter *waiters;
 	struct hsm_manifest m;
 	int have_manifest;
-	size_t next_chunk;   /* next chunk to fetch */
-	size_t chunks_done;  /* written and verified */
-	unsigned in_flight;  /* gets + pool writes outstanding */
-	int err;             /* first error; once set no new work starts */
+	size_t next_chunk;  /* next chunk to fetch */
+	size_t chunks_done; /* written and verified */
+	unsigned in_flight; /* gets + pool writes outstanding */
+	int err;	    /* first error; once set no new work starts */
 	char msg[512];
 	struct timespec atime, mtime; /* to restore */
-	struct timespec ctime;        /* after the state was written */
+	struct timespec ctime;	      /* after the state was written */
 	dev_t dev;
 	ino_t ino;
 	uint64_t bytes;
@@ -54,7 +54,7 @@ struct recall_chunk {
 static void recall_pump(struct recall_job *job);
 
 static void recall_fail(struct recall_job *job, int err, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 static void recall_fail(struct recall_job *job, int err, const char *fmt, ...)
 {
@@ -113,7 +113,7 @@ static void recall_finish(struct recall_job *job)
 static void recall_commit_work(void *arg)
 {
 	struct recall_job *job = arg;
-	struct timespec times[2] = { job->atime, job->mtime };
+	struct timespec times[2] = {job->atime, job->mtime};
 	struct hsm_state st = job->st;
 	uint8_t rec[HSM_XATTR_MAX];
 	int len;
@@ -180,8 +180,8 @@ static void recall_chunk_work(void *arg)
 		return;
 	}
 	while (off < c->len) {
-		ssize_t n = pwrite(c->job->fd, c->data + off, c->len - off,
-				   (off_t)(ch->offset + off));
+		ssize_t n =
+		    pwrite(c->job->fd, c->data + off, c->len - off, (off_t)(ch->offset + off));
 
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -308,8 +308,8 @@ out:
 	recall_pump(job);
 }
 
-static struct recall_job *recall_find(const struct mover *mv, const struct hsm_fid *fid,
-				      dev_t dev, ino_t ino)
+static struct recall_job *recall_find(const struct mover *mv, const struct hsm_fid *fid, dev_t dev,
+				      ino_t ino)
 {
 	for (struct recall_job *j = mv->recalls; j; j = j->next)
 		if (memcmp(j->st.fid.b, fid->b, sizeof(fid->b)) == 0 && j->dev == dev &&

@@ -22,7 +22,7 @@ struct mover {
 	struct pool *pool;
 	struct store *store; /* not owned */
 	uint32_t chunk_size;
-	unsigned window; /* chunks in flight per file */
+	unsigned window;	    /* chunks in flight per file */
 	struct recall_job *recalls; /* in flight, a list keyed by fid */
 	/* Release calls this (on a pool thread) once it holds the lease and before the
 	 * data goes, so the file is watched again: hsmd removes its fanotify ignore mark

@@ -34,7 +34,7 @@ struct release_job {
 };
 
 static void release_fail(struct release_job *job, int err, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 static void release_fail(struct release_job *job, int err, const char *fmt, ...)
 {
@@ -82,8 +82,8 @@ static int release_rehash(struct release_job *job)
 		size_t got = 0;
 
 		while (got < ch->length) {
-			ssize_t n = pread(job->fd, buf + got, ch->length - got,
-					  (off_t)(ch->offset + got));
+			ssize_t n =
+			    pread(job->fd, buf + got, ch->length - got, (off_t)(ch->offset + got));
 
 			if (n < 0 && errno == EINTR)
 				continue;
@@ -136,14 +136,15 @@ static int release_verify(struct release_job *job, struct stat *sb)
 		return -1;
 	}
 	/* How the stub is recalled is the caller's choice (the volume's recall mode). */
-	cur.flags = (uint8_t)((cur.flags & ~HSM_FLAG_ON_ACCESS) |
-			      (job->st.flags & HSM_FLAG_ON_ACCESS));
+	cur.flags =
+	    (uint8_t)((cur.flags & ~HSM_FLAG_ON_ACCESS) | (job->st.flags & HSM_FLAG_ON_ACCESS));
 	job->st = cur;
 	if (fstat(job->fd, sb) < 0) {
 		release_fail(job, errno, "stat: %s", strerror(errno));
 		return -1;
 	}
-	if ((uint64_t)sb->st_size != cur.archived_size || sb->st_mtim.tv_sec != cur.archived_mtime_sec ||
+	if ((uint64_t)sb->st_size != cur.archived_size ||
+	    sb->st_mtim.tv_sec != cur.archived_mtime_sec ||
 	    (uint64_t)sb->st_mtim.tv_nsec != cur.archived_mtime_nsec) {
 		release_fail(job, EBUSY,
 			     "modified since archive (size or mtime differ); archive it again");

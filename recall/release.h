@@ -13,8 +13,8 @@
 
 struct release_result {
 	struct hsm_state st; /* the xattr record as written */
-	uint64_t freed;      /* bytes of blocks freed */
-	int rehashed;        /* 1: the content was verified by re-hashing */
+	uint64_t freed;	     /* bytes of blocks freed */
+	int rehashed;	     /* 1: the content was verified by re-hashing */
 };
 
 typedef void (*release_done_cb)(void *arg, int err, const char *msg,

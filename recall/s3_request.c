@@ -113,8 +113,8 @@ char *s3_url(const char *endpoint, const char *bucket, const char *object, const
 	int has_q = query && *query;
 
 	if (b && (o || !object) &&
-	    asprintf(&out, "%s/%s%s%s%s%s", endpoint, b, o ? "/" : "", o ? o : "",
-		     has_q ? "?" : "", has_q ? query : "") < 0)
+	    asprintf(&out, "%s/%s%s%s%s%s", endpoint, b, o ? "/" : "", o ? o : "", has_q ? "?" : "",
+		     has_q ? query : "") < 0)
 		out = NULL;
 	free(b);
 	free(o);
@@ -230,8 +230,8 @@ struct xml_scan {
 	const char *p, *end;
 	struct xml_name path[XML_DEPTH_MAX];
 	int depth;
-	int leaf;     /* the innermost open element has no child element so far */
-	char *text;   /* character data of the innermost element */
+	int leaf;   /* the innermost open element has no child element so far */
+	char *text; /* character data of the innermost element */
 	size_t tlen;
 	xml_end_fn fn;
 	void *ctx;
@@ -316,8 +316,8 @@ static int xml_entity(struct xml_scan *x)
 	static const struct {
 		const char *name;
 		char c;
-	} named[] = { { "&amp;", '&' }, { "&lt;", '<' }, { "&gt;", '>' },
-		      { "&quot;", '"' }, { "&apos;", '\'' } };
+	} named[] = {
+	    {"&amp;", '&'}, {"&lt;", '<'}, {"&gt;", '>'}, {"&quot;", '"'}, {"&apos;", '\''}};
 	uint32_t cp = 0;
 	int hex, digits = 0;
 
@@ -491,7 +491,7 @@ static int xml_markup(struct xml_scan *x, int *root_done)
 /* Returns 0 after a complete document, -1 when malformed, or fn's non-zero value. */
 static int xml_scan(const char *buf, size_t len, xml_end_fn fn, void *ctx)
 {
-	struct xml_scan x = { .p = buf, .end = buf + len, .fn = fn, .ctx = ctx };
+	struct xml_scan x = {.p = buf, .end = buf + len, .fn = fn, .ctx = ctx};
 	int root_done = 0, rc = 0;
 
 	if (len >= 3 && memcmp(buf, "\xEF\xBB\xBF", 3) == 0)
@@ -527,9 +527,9 @@ static int xml_path_is(const struct xml_name *path, int depth, const char *const
 	return 1;
 }
 
-#define XML_PATH(path, depth, ...)                                                          \
-	xml_path_is(path, depth, (const char *const[]){ __VA_ARGS__ },                      \
-		    (int)(sizeof((const char *const[]){ __VA_ARGS__ }) / sizeof(char *)))
+#define XML_PATH(path, depth, ...)                                   \
+	xml_path_is(path, depth, (const char *const[]){__VA_ARGS__}, \
+		    (int)(sizeof((const char *const[]){__VA_ARGS__}) / sizeof(char *)))
 
 struct s3_error_scan {
 	struct s3_error *e;
@@ -560,7 +560,7 @@ static int s3_error_end(void *ctx, const struct xml_name *path, int depth, int l
 
 int s3_parse_error(const char *body, size_t len, struct s3_error *e)
 {
-	struct s3_error_scan s = { .e = e };
+	struct s3_error_scan s = {.e = e};
 
 	e->code[0] = '\0';
 	e->message[0] = '\0';
@@ -604,11 +604,10 @@ static int s3_upload_end(void *ctx, const struct xml_name *path, int depth, int 
 
 int s3_parse_upload_id(const char *body, size_t len, char **upload_id)
 {
-	struct s3_upload_scan s = { 0 };
+	struct s3_upload_scan s = {0};
 
 	*upload_id = NULL;
-	if (!body || xml_scan(body, len, s3_upload_end, &s) != 0 || !s.root_ok || s.bad ||
-	    !s.id) {
+	if (!body || xml_scan(body, len, s3_upload_end, &s) != 0 || !s.root_ok || s.bad || !s.id) {
 		free(s.id);
 		return -1;
 	}
@@ -707,7 +706,7 @@ void s3_list_page_free(struct s3_list_page *page)
 
 int s3_parse_list(const char *body, size_t len, struct s3_list_page *page)
 {
-	struct s3_list_scan s = { .page = page };
+	struct s3_list_scan s = {.page = page};
 
 	memset(page, 0, sizeof(*page));
 	if (!body || xml_scan(body, len, s3_list_end, &s) != 0 || !s.root_ok || s.bad ||
@@ -729,11 +728,12 @@ static int s3_code_in(const char *code, const char *const *set)
 int s3_status_errno(long status, const char *code)
 {
 	static const char *const denied[] = {
-		"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
-		"InvalidToken", "TokenRefreshRequired", "RequestTimeTooSkewed",
-		"AuthorizationHeaderMalformed", "AccountProblem", "AllAccessDisabled",
-		"InvalidSecurity", NULL
-	};
+	    "AccessDenied",	     "InvalidAccessKeyId",
+	    "SignatureDoesNotMatch", "ExpiredToken",
+	    "InvalidToken",	     "TokenRefreshRequired",
+	    "RequestTimeTooSkewed",  "AuthorizationHeaderMalformed",
+	    "AccountProblem",	     "AllAccessDisabled",
+	    "InvalidSecurity",	     NULL};
 
 	if (!code)
 		code = "";
@@ -749,9 +749,8 @@ int s3_status_errno(long status, const char *code)
 int s3_retryable(long status, const char *code)
 {
 	static const char *const again[] = {
-		"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable",
-		"Throttling", "ThrottlingException", "RequestThrottled", NULL
-	};
+	    "SlowDown",	  "RequestTimeout",	 "InternalError",    "ServiceUnavailable",
+	    "Throttling", "ThrottlingException", "RequestThrottled", NULL};
 
 	if (code && s3_code_in(code, again))
 		return 1;

@@ -13,10 +13,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define S3_SHA256_HEX 65          /* 64 hex digits + NUL */
-#define S3_PARTS_MAX 10000        /* S3's limit on parts per multipart upload */
-#define S3_PART_MIN (5ULL << 20)  /* S3's smallest part (except the last) */
-#define S3_RANGE_MAX 64           /* "bytes=A-B" with two 20-digit numbers */
+#define S3_SHA256_HEX 65	   /* 64 hex digits + NUL */
+#define S3_PARTS_MAX  10000	   /* S3's limit on parts per multipart upload */
+#define S3_PART_MIN   (5ULL << 20) /* S3's smallest part (except the last) */
+#define S3_RANGE_MAX  64	   /* "bytes=A-B" with two 20-digit numbers */
 
 /* Percent-encodes len bytes of s: A-Za-z0-9 and -._~ stay, '/' stays when keep_slash,
  * every other byte becomes %XX (uppercase hex). */
@@ -74,9 +74,9 @@ int s3_parse_upload_id(const char *body, size_t len, char **upload_id);
 
 /* One ListObjectsV2 page. */
 struct s3_list_page {
-	char **keys;      /* n malloc'd object names, in the order listed */
+	char **keys; /* n malloc'd object names, in the order listed */
 	size_t n;
-	int truncated;    /* IsTruncated */
+	int truncated;	  /* IsTruncated */
 	char *next_token; /* NextContinuationToken; never NULL when truncated */
 };
 

@@ -24,8 +24,7 @@ int store_key_valid(const char *key)
 		return 0;
 	for (const char *c = key; *c; c++) {
 		if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
-		      (*c >= '0' && *c <= '9') || *c == '/' || *c == '.' || *c == '_' ||
-		      *c == '-'))
+		      (*c >= '0' && *c <= '9') || *c == '/' || *c == '.' || *c == '_' || *c == '-'))
 			return 0;
 	}
 	/* No empty, "." or ".." components: file:// maps keys onto directories. */

@@ -250,7 +250,7 @@ static int fstore_list_dir(struct fstore_job *j, const char *dir)
 			size_t n = strlen(key);
 
 			if (n + 1 < sizeof(key) && (strncmp(key, j->key, n) == 0 ||
-						     strncmp(key, j->key, strlen(j->key)) == 0)) {
+						    strncmp(key, j->key, strlen(j->key)) == 0)) {
 				key[n] = '/';
 				key[n + 1] = '\0';
 				rc = fstore_list_dir(j, key);
@@ -357,8 +357,8 @@ static void fstore_get(void *impl, const char *key, uint64_t off, uint64_t len, 
 	fstore_go(j);
 }
 
-static void fstore_put(void *impl, const char *key, const void *data, size_t len,
-		       store_done_cb cb, void *arg)
+static void fstore_put(void *impl, const char *key, const void *data, size_t len, store_done_cb cb,
+		       void *arg)
 {
 	struct fstore_job *j;
 
@@ -455,13 +455,13 @@ static void fstore_close(void *impl)
 }
 
 const struct store_backend store_backend_file = {
-	.scheme = "file",
-	.open = fstore_open,
-	.get = fstore_get,
-	.put = fstore_put,
-	.head = fstore_head,
-	.del = fstore_del,
-	.list = fstore_list,
-	.pending = fstore_pending,
-	.close = fstore_close,
+    .scheme = "file",
+    .open = fstore_open,
+    .get = fstore_get,
+    .put = fstore_put,
+    .head = fstore_head,
+    .del = fstore_del,
+    .list = fstore_list,
+    .pending = fstore_pending,
+    .close = fstore_close,
 };

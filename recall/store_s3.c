@@ -25,11 +25,11 @@
 #include "recall/s3_request.h"
 #include "recall/store.h"
 
-#define S3_XML_MAX (16u << 20)   /* the largest XML answer we accept (a list page) */
-#define S3_SMALL_MAX (1u << 20)  /* answers to put, delete, parts: small or empty */
-#define S3_BACKOFF_BASE 0.2      /* seconds before the first retry, doubled each time */
-#define S3_BACKOFF_CAP 10.0
-#define S3_MSG_MAX 1024
+#define S3_XML_MAX	(16u << 20) /* the largest XML answer we accept (a list page) */
+#define S3_SMALL_MAX	(1u << 20)  /* answers to put, delete, parts: small or empty */
+#define S3_BACKOFF_BASE 0.2	    /* seconds before the first retry, doubled each time */
+#define S3_BACKOFF_CAP	10.0
+#define S3_MSG_MAX	1024
 
 struct s3_op;
 struct s3_xfer;
@@ -37,11 +37,11 @@ struct s3_xfer;
 struct s3 {
 	struct ev_loop *loop;
 	struct http_client *http;
-	char *endpoint;  /* no trailing '/' */
+	char *endpoint; /* no trailing '/' */
 	char *bucket;
-	char *prefix;    /* "" or without leading/trailing '/' */
-	char *sigv4;     /* "aws:amz:REGION:s3", NULL when anonymous */
-	char *userpwd;   /* "KEY:SECRET" */
+	char *prefix;	 /* "" or without leading/trailing '/' */
+	char *sigv4;	 /* "aws:amz:REGION:s3", NULL when anonymous */
+	char *userpwd;	 /* "KEY:SECRET" */
 	char *token_hdr; /* "x-amz-security-token: ...", or NULL */
 	uint64_t threshold;
 	uint64_t part_size;
@@ -49,8 +49,8 @@ struct s3 {
 	int retries;
 	double timeout;
 	struct s3_xfer *qhead, *qtail; /* transfers waiting for a slot */
-	unsigned running;              /* transfers with a request in flight */
-	unsigned nops;                 /* ops not yet answered: store_pending */
+	unsigned running;	       /* transfers with a request in flight */
+	unsigned nops;		       /* ops not yet answered: store_pending */
 	struct s3_op *ops;
 	ev_timer kick; /* starts queued transfers on the next loop turn */
 	int closing;
@@ -59,10 +59,10 @@ struct s3 {
 
 /* What a finished transfer hands to its op. */
 struct s3_result {
-	int err;                /* 0: a 2xx answer (resp); else an errno-style code */
-	long status;            /* HTTP status, 0 when no answer */
+	int err;		/* 0: a 2xx answer (resp); else an errno-style code */
+	long status;		/* HTTP status, 0 when no answer */
 	struct http_resp *resp; /* the answer, NULL when none */
-	const char *why;        /* the failure, for messages ("" on success) */
+	const char *why;	/* the failure, for messages ("" on success) */
 };
 
 typedef void (*s3_done_fn)(struct s3_op *op, size_t part, struct s3_result *r);
@@ -71,7 +71,7 @@ struct s3_xfer {
 	struct s3 *s;
 	struct s3_op *op;
 	struct s3_xfer *onext, *oprev; /* the op's transfers */
-	struct s3_xfer *qnext;         /* the queue */
+	struct s3_xfer *qnext;	       /* the queue */
 	int queued;
 	const char *method;
 	char *url;
@@ -97,13 +97,13 @@ struct s3_mpu {
 	char *upload_id;
 	uint64_t part_size;
 	size_t nparts;
-	size_t next;        /* next part to queue */
-	size_t finished;    /* parts stored */
+	size_t next;	 /* next part to queue */
+	size_t finished; /* parts stored */
 	unsigned outstanding;
-	char **etags;       /* nparts */
-	char *xml;          /* CompleteMultipartUpload body */
+	char **etags; /* nparts */
+	char *xml;    /* CompleteMultipartUpload body */
 	size_t xml_len;
-	int fail_err;       /* the first failure, reported after the abort */
+	int fail_err; /* the first failure, reported after the abort */
 	char fail_msg[S3_MSG_MAX];
 };
 
@@ -129,11 +129,11 @@ struct s3_op {
 };
 
 static const char s3_empty_sha[] =
-	"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 static const char *s3_verb(enum s3_kind k)
 {
-	static const char *const v[] = { "get", "put", "head", "delete", "list" };
+	static const char *const v[] = {"get", "put", "head", "delete", "list"};
 
 	return v[k];
 }
@@ -166,8 +166,7 @@ static void s3_op_error(struct s3_op *op, int err, const char *why)
 
 	op->err = err;
 	snprintf(op->msg, sizeof(op->msg), "s3 %s '%s' (%s/%s/%s): %s", s3_verb(op->kind),
-		 op->key ? op->key : "", s->endpoint, s->bucket, op->object ? op->object : "",
-		 why);
+		 op->key ? op->key : "", s->endpoint, s->bucket, op->object ? op->object : "", why);
 }
 
 /* Unlinks and frees op, then calls its callback: the last thing any caller does. */
@@ -241,8 +240,8 @@ static void s3_op_fail_later(struct s3_op *op, int err, const char *why)
 	ev_timer_start(op->s->loop, &op->later);
 }
 
-static struct s3_op *s3_op_new(struct s3 *s, enum s3_kind kind, const char *key,
-			       void (*cb)(void), void *arg)
+static struct s3_op *s3_op_new(struct s3 *s, enum s3_kind kind, const char *key, void (*cb)(void),
+			       void *arg)
 {
 	struct s3_op *op = calloc(1, sizeof(*op));
 
@@ -283,8 +282,7 @@ static double s3_random(struct s3 *s)
 
 static void s3_kick(struct s3 *s)
 {
-	if (!s->closing && s->qhead && s->running < s->max_conns &&
-	    !ev_is_active(&s->kick)) {
+	if (!s->closing && s->qhead && s->running < s->max_conns && !ev_is_active(&s->kick)) {
 		ev_timer_set(&s->kick, 0.0, 0.0);
 		ev_timer_start(s->loop, &s->kick);
 	}
@@ -360,7 +358,7 @@ static void s3_xfer_end(struct s3_xfer *x, struct s3_result *r)
 
 static void s3_xfer_fail(struct s3_xfer *x, int err, long status, struct http_resp *resp)
 {
-	struct s3_result r = { .err = err, .status = status, .resp = resp, .why = x->why };
+	struct s3_result r = {.err = err, .status = status, .resp = resp, .why = x->why};
 
 	s3_xfer_end(x, &r);
 }
@@ -397,8 +395,8 @@ static void s3_xfer_retry(struct s3_xfer *x, int err, long status, struct http_r
 		delay = S3_BACKOFF_CAP;
 	/* Half fixed, half random: spreads out clients that failed together. */
 	delay = delay / 2 + delay / 2 * s3_random(s);
-	log_info("s3 %s '%s': %s; attempt %d of %d in %.2f s", s3_verb(x->op->kind),
-		 x->op->key, x->why, x->attempts + 1, s->retries + 1, delay);
+	log_info("s3 %s '%s': %s; attempt %d of %d in %.2f s", s3_verb(x->op->kind), x->op->key,
+		 x->why, x->attempts + 1, s->retries + 1, delay);
 	ev_timer_set(&x->backoff, delay, 0.0);
 	ev_timer_start(s->loop, &x->backoff);
 }
@@ -423,8 +421,8 @@ static int s3_curl_transient(int code)
 }
 
 /* An answer that is not a success: describe it, then retry or give up. */
-static void s3_xfer_http_error(struct s3_xfer *x, struct http_resp *resp,
-			       const struct s3_error *e, int have_code)
+static void s3_xfer_http_error(struct s3_xfer *x, struct http_resp *resp, const struct s3_error *e,
+			       int have_code)
 {
 	const char *code = have_code ? e->code : "";
 
@@ -461,7 +459,7 @@ static void s3_xfer_http_done(void *arg, struct http_resp *resp)
 	if (resp->status >= 200 && resp->status < 300) {
 		/* CompleteMultipartUpload may fail after its 200 has been sent. */
 		if (!x->error_in_200 || s3_parse_error(resp->body, resp->body_len, &e) != 1) {
-			struct s3_result r = { .status = resp->status, .resp = resp, .why = "" };
+			struct s3_result r = {.status = resp->status, .resp = resp, .why = ""};
 
 			s3_xfer_end(x, &r);
 			return;
@@ -479,16 +477,16 @@ static void s3_xfer_start(struct s3_xfer *x)
 	const char *headers[4];
 	int n = 0;
 	struct http_req req = {
-		.method = x->method,
-		.url = x->url,
-		.headers = headers,
-		.body = x->body,
-		.body_len = x->body_len,
-		.aws_sigv4 = s->sigv4,
-		.userpwd = s->userpwd,
-		.connect_timeout = s->timeout,
-		.stall_timeout = s->timeout,
-		.max_body = x->max_body,
+	    .method = x->method,
+	    .url = x->url,
+	    .headers = headers,
+	    .body = x->body,
+	    .body_len = x->body_len,
+	    .aws_sigv4 = s->sigv4,
+	    .userpwd = s->userpwd,
+	    .connect_timeout = s->timeout,
+	    .stall_timeout = s->timeout,
+	    .max_body = x->max_body,
 	};
 	char err[512];
 
@@ -735,7 +733,7 @@ static void s3_mpu_abort_done(struct s3_op *op, size_t part, struct s3_result *r
 static void s3_mpu_fail(struct s3_op *op, int err, const char *why)
 {
 	struct s3_mpu *m = op->mpu;
-	struct s3_param q[] = { { "uploadId", m->upload_id } };
+	struct s3_param q[] = {{"uploadId", m->upload_id}};
 	struct s3_xfer *x;
 	char *query;
 
@@ -772,7 +770,7 @@ static void s3_mpu_complete_done(struct s3_op *op, size_t part, struct s3_result
 static void s3_mpu_complete(struct s3_op *op)
 {
 	struct s3_mpu *m = op->mpu;
-	struct s3_param q[] = { { "uploadId", m->upload_id } };
+	struct s3_param q[] = {{"uploadId", m->upload_id}};
 	struct s3_xfer *x = NULL;
 	char *query = s3_query(q, 1);
 
@@ -801,10 +799,10 @@ static int s3_mpu_fill(struct s3_op *op)
 	while (m->next < m->nparts && m->outstanding < s->max_conns) {
 		size_t i = m->next;
 		uint64_t off = (uint64_t)i * m->part_size;
-		size_t len = (size_t)(op->dlen - off < m->part_size ? op->dlen - off
-									: m->part_size);
+		size_t len =
+		    (size_t)(op->dlen - off < m->part_size ? op->dlen - off : m->part_size);
 		char num[24], step[64];
-		struct s3_param q[] = { { "partNumber", num }, { "uploadId", m->upload_id } };
+		struct s3_param q[] = {{"partNumber", num}, {"uploadId", m->upload_id}};
 		char *query;
 		struct s3_xfer *x = NULL;
 
@@ -870,7 +868,7 @@ static void s3_mpu_init_done(struct s3_op *op, size_t part, struct s3_result *r)
 static void s3_mpu_start(struct s3_op *op)
 {
 	struct s3 *s = op->s;
-	struct s3_param q[] = { { "uploads", NULL } };
+	struct s3_param q[] = {{"uploads", NULL}};
 	struct s3_mpu *m = calloc(1, sizeof(*m));
 	struct s3_xfer *x = NULL;
 	char *query;
@@ -885,8 +883,7 @@ static void s3_mpu_start(struct s3_op *op)
 	m->etags = calloc(m->nparts, sizeof(*m->etags));
 	query = s3_query(q, 1);
 	if (m->etags && query)
-		x = s3_xfer_new(op, "POST", query, s3_mpu_init_done,
-				"initiate multipart upload");
+		x = s3_xfer_new(op, "POST", query, s3_mpu_init_done, "initiate multipart upload");
 	free(query);
 	if (!x) {
 		s3_op_fail_later(op, EIO, "out of memory");
@@ -969,10 +966,10 @@ static int s3_list_page(struct s3_op *op, const char *token)
 	struct s3_xfer *x;
 
 	if (token)
-		q[n++] = (struct s3_param){ "continuation-token", token };
-	q[n++] = (struct s3_param){ "list-type", "2" };
+		q[n++] = (struct s3_param){"continuation-token", token};
+	q[n++] = (struct s3_param){"list-type", "2"};
 	if (*op->object)
-		q[n++] = (struct s3_param){ "prefix", op->object };
+		q[n++] = (struct s3_param){"prefix", op->object};
 	query = s3_query(q, n);
 	if (!query)
 		return -1;
@@ -1035,8 +1032,7 @@ static void s3_close(void *impl)
 	s3_free(s);
 }
 
-static int s3_open_strings(struct s3 *s, const struct hsm_store_cfg *cfg, char *err,
-			   size_t errlen)
+static int s3_open_strings(struct s3 *s, const struct hsm_store_cfg *cfg, char *err, size_t errlen)
 {
 	const char *region = cfg->region && *cfg->region ? cfg->region : "us-east-1";
 	size_t n;
@@ -1137,13 +1133,13 @@ static void *s3_open(struct ev_loop *loop, struct pool *pool, const struct hsm_s
 }
 
 const struct store_backend store_backend_s3 = {
-	.scheme = "s3",
-	.open = s3_open,
-	.get = s3_get,
-	.put = s3_put,
-	.head = s3_head,
-	.del = s3_del,
-	.list = s3_list,
-	.pending = s3_pending,
-	.close = s3_close,
+    .scheme = "s3",
+    .open = s3_open,
+    .get = s3_get,
+    .put = s3_put,
+    .head = s3_head,
+    .del = s3_del,
+    .list = s3_list,
+    .pending = s3_pending,
+    .close = s3_close,
 };

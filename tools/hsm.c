@@ -20,15 +20,15 @@
 #include "tools/hsm_client.h"
 #include "tools/hsm_print.h"
 
-#define EXIT_OK 0
-#define EXIT_FAIL 1
+#define EXIT_OK	   0
+#define EXIT_FAIL  1
 #define EXIT_USAGE 2
 
 /* One request carries at most this many paths, and (escaped as JSON) about this
  * many bytes, well under the protocol's 16 MiB line limit. */
 #define BATCH_PATHS 1000
 #define BATCH_BYTES (8u * 1024 * 1024)
-#define JOBS_MAX 64
+#define JOBS_MAX    64
 
 enum {
 	VF_PATHS = 1 << 0, /* takes PATH..., -r and --from-file */
@@ -69,7 +69,7 @@ struct ctx {
 	struct pathlist paths;
 	struct hsm_progress bar;
 	struct timespec start;
-	uint64_t total;    /* every path asked for, including those that failed here */
+	uint64_t total;	   /* every path asked for, including those that failed here */
 	uint64_t answered; /* items hsmd has answered */
 	uint64_t done;
 	uint64_t failed;
@@ -84,38 +84,33 @@ static int run_info(struct ctx *x);
 static int run_paths(struct ctx *x);
 
 static const struct verb verbs[] = {
-	{ "status", 0, NULL, "status [--json]",
-	  "site, store, volumes, queues and recall counters",
-	  "Shows the site name, hsmd version, object store, uptime, recall counters,\n"
-	  "queue lengths and, per volume, the files and bytes in each state.\n",
-	  run_info },
-	{ "state", VF_PATHS, NULL, "state [--json] [-r] [-f FILE] PATH...",
-	  "per-file state, size, allocation, fid, versions and flags",
-	  "Prints one line per file: state, size, allocated bytes, fid, version,\n"
-	  "archived version, flags and path. A file hsmd has not seen is \"unmanaged\".\n",
-	  run_paths },
-	{ "archive", VF_PATHS | VF_JOBS | VF_BAR | VF_NODIR, "bytes",
-	  "archive [-j N] [-r] [-f FILE] PATH...", "copy files to the object store",
-	  "Copies each file's current version to the object store; files stay resident.\n",
-	  run_paths },
-	{ "release", VF_PATHS | VF_BAR | VF_NODIR, "freed", "release [-r] [-f FILE] PATH...",
-	  "turn archived files into stubs, freeing their blocks",
-	  "Turns archived files whose content matches the archived version into stubs.\n",
-	  run_paths },
-	{ "recall", VF_PATHS | VF_JOBS | VF_BAR | VF_NODIR, "bytes",
-	  "recall [-j N] [-r] [-f FILE] PATH...", "fetch the data of stubs",
-	  "Fetches, verifies and writes back the data of stubs; resident files are\n"
-	  "left alone.\n",
-	  run_paths },
-	{ "pin", VF_PATHS | VF_BAR | VF_NODIR, NULL, "pin [-r] [-f FILE] PATH...",
-	  "keep files resident at this site",
-	  "Sets the pinned flag: the files are kept resident here and never released.\n",
-	  run_paths },
-	{ "unpin", VF_PATHS | VF_BAR | VF_NODIR, NULL, "unpin [-r] [-f FILE] PATH...",
-	  "clear the pinned flag", "Clears the pinned flag; policy decides again.\n",
-	  run_paths },
-	{ "metrics", 0, NULL, "metrics [--json]", "Prometheus metrics of hsmd",
-	  "Prints hsmd's metrics in the Prometheus text format.\n", run_info },
+    {"status", 0, NULL, "status [--json]", "site, store, volumes, queues and recall counters",
+     "Shows the site name, hsmd version, object store, uptime, recall counters,\n"
+     "queue lengths and, per volume, the files and bytes in each state.\n",
+     run_info},
+    {"state", VF_PATHS, NULL, "state [--json] [-r] [-f FILE] PATH...",
+     "per-file state, size, allocation, fid, versions and flags",
+     "Prints one line per file: state, size, allocated bytes, fid, version,\n"
+     "archived version, flags and path. A file hsmd has not seen is \"unmanaged\".\n",
+     run_paths},
+    {"archive", VF_PATHS | VF_JOBS | VF_BAR | VF_NODIR, "bytes",
+     "archive [-j N] [-r] [-f FILE] PATH...", "copy files to the object store",
+     "Copies each file's current version to the object store; files stay resident.\n", run_paths},
+    {"release", VF_PATHS | VF_BAR | VF_NODIR, "freed", "release [-r] [-f FILE] PATH...",
+     "turn archived files into stubs, freeing their blocks",
+     "Turns archived files whose content matches the archived version into stubs.\n", run_paths},
+    {"recall", VF_PATHS | VF_JOBS | VF_BAR | VF_NODIR, "bytes",
+     "recall [-j N] [-r] [-f FILE] PATH...", "fetch the data of stubs",
+     "Fetches, verifies and writes back the data of stubs; resident files are\n"
+     "left alone.\n",
+     run_paths},
+    {"pin", VF_PATHS | VF_BAR | VF_NODIR, NULL, "pin [-r] [-f FILE] PATH...",
+     "keep files resident at this site",
+     "Sets the pinned flag: the files are kept resident here and never released.\n", run_paths},
+    {"unpin", VF_PATHS | VF_BAR | VF_NODIR, NULL, "unpin [-r] [-f FILE] PATH...",
+     "clear the pinned flag", "Clears the pinned flag; policy decides again.\n", run_paths},
+    {"metrics", 0, NULL, "metrics [--json]", "Prometheus metrics of hsmd",
+     "Prints hsmd's metrics in the Prometheus text format.\n", run_info},
 };
 
 #define NVERBS (sizeof(verbs) / sizeof(verbs[0]))
@@ -142,7 +137,8 @@ static void jadd(json_object *obj, const char *key, json_object *val)
 static void jput_line(json_object *o)
 {
 	fputs(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
-					     JSON_C_TO_STRING_NOSLASHESCAPE), stdout);
+						    JSON_C_TO_STRING_NOSLASHESCAPE),
+	      stdout);
 	fputc('\n', stdout);
 }
 
@@ -151,11 +147,12 @@ static void usage_all(FILE *f)
 	size_t i;
 
 	fprintf(f, "Usage: hsm [-s SOCKET] [--json] VERB [OPTIONS] [PATH...]\n\n"
-		"Verbs:\n");
+		   "Verbs:\n");
 	for (i = 0; i < NVERBS; i++)
 		fprintf(f, "  %-9s %s\n", verbs[i].name, verbs[i].what);
 	fprintf(f, "  %-9s %s\n\n", "help", "this text, or a verb's with hsm help VERB");
-	fprintf(f, "Options:\n"
+	fprintf(f,
+		"Options:\n"
 		"  -s, --socket PATH    control socket (default: $HSM_SOCKET, else %s)\n"
 		"      --json           JSON lines on stdout instead of text\n"
 		"  -h, --help           show help and exit\n"
@@ -165,14 +162,16 @@ static void usage_all(FILE *f)
 		"  -f, --from-file F    read paths from F, one per line ('-' = stdin)\n"
 		"  -j, --jobs N         parallel transfers in hsmd, 1..%d (archive, recall)\n\n"
 		"Exit status: 0 all done, 1 something failed, 2 usage error.\n"
-		"See docs/hsm.md for the full reference.\n", HSM_SOCKET_DEFAULT, JOBS_MAX);
+		"See docs/hsm.md for the full reference.\n",
+		HSM_SOCKET_DEFAULT, JOBS_MAX);
 }
 
 static void usage_verb(FILE *f, const struct verb *v)
 {
 	fprintf(f, "Usage: hsm [-s SOCKET] %s\n\n%s", v->synopsis, v->help);
 	if (v->flags & VF_PATHS) {
-		fprintf(f, "\nOptions:\n"
+		fprintf(f,
+			"\nOptions:\n"
 			"  -r, --recursive      walk directories (lstat only: symlinks are not\n"
 			"                       followed, other filesystems are not entered)\n"
 			"  -f, --from-file F    read paths from F, one per line ('-' = stdin)\n");
@@ -183,12 +182,12 @@ static void usage_verb(FILE *f, const struct verb *v)
 		fprintf(f, "\nOptions:\n");
 	}
 	fprintf(f, "      --json           JSON on stdout instead of text\n"
-		"  -s, --socket PATH    control socket\n"
-		"  -h, --help           show this help\n");
+		   "  -s, --socket PATH    control socket\n"
+		   "  -h, --help           show this help\n");
 }
 
 static int usage_error(const char *verb, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 
 static int usage_error(const char *verb, const char *fmt, ...)
 {
@@ -321,7 +320,8 @@ static char *path_absolute(const char *arg, char *err, size_t errlen)
 		base = slash + 1;
 	}
 	if (strcmp(base, "..") == 0) {
-		snprintf(err, errlen, "a last component of '..' is not accepted; "
+		snprintf(err, errlen,
+			 "a last component of '..' is not accepted; "
 			 "name the directory instead");
 		goto out;
 	}
@@ -356,7 +356,7 @@ static int path_walk_cmp(const FTSENT **a, const FTSENT **b)
  * reads directories: opening a file would recall a stub, which -r must not do. */
 static void path_walk(struct ctx *x, char *dir)
 {
-	char *argv[] = { dir, NULL };
+	char *argv[] = {dir, NULL};
 	FTSENT *e;
 	FTS *fts;
 
@@ -561,9 +561,9 @@ static void item_handle(struct ctx *x, json_object *item)
 			path = no_path;
 		if (!err)
 			err = no_reason;
-		ctx_print_failure(x, json_object_get_string(path),
-				  (size_t)json_object_get_string_len(path),
-				  json_object_get_string(err), (size_t)json_object_get_string_len(err));
+		ctx_print_failure(
+		    x, json_object_get_string(path), (size_t)json_object_get_string_len(path),
+		    json_object_get_string(err), (size_t)json_object_get_string_len(err));
 		json_object_put(no_path);
 		json_object_put(no_reason);
 	} else if (!(x->verb->flags & VF_BAR)) {
@@ -615,8 +615,8 @@ static int batch_read(struct ctx *x, struct hsm_client *c, size_t n)
 	if (got < n) {
 		/* Counted as failed: hsmd has not said what became of them. */
 		hsm_progress_clear(&x->bar);
-		fprintf(stderr, "hsm: %s: hsmd answered %" PRIu64 " of %zu paths\n",
-			x->verb->name, got, n);
+		fprintf(stderr, "hsm: %s: hsmd answered %" PRIu64 " of %zu paths\n", x->verb->name,
+			got, n);
 		x->failed += n - got;
 		x->answered += n - got;
 	}
@@ -765,8 +765,7 @@ static int run_info(struct ctx *x)
 	}
 	if (!json_object_object_get_ex(msg, "result", &result) ||
 	    !json_object_is_type(result, json_type_object)) {
-		fprintf(stderr, "hsm: %s: hsmd sent a malformed reply: no result\n",
-			x->verb->name);
+		fprintf(stderr, "hsm: %s: hsmd sent a malformed reply: no result\n", x->verb->name);
 		goto out;
 	}
 	text = hsm_jstr(result, "text");
@@ -819,26 +818,26 @@ static void verb_optstring(const struct verb *v, char *buf, struct option *lo)
 	size_t n = 0;
 
 	strcpy(buf, ":s:h");
-	lo[n++] = (struct option){ "socket", required_argument, NULL, 's' };
-	lo[n++] = (struct option){ "json", no_argument, NULL, OPT_JSON };
-	lo[n++] = (struct option){ "help", no_argument, NULL, 'h' };
+	lo[n++] = (struct option){"socket", required_argument, NULL, 's'};
+	lo[n++] = (struct option){"json", no_argument, NULL, OPT_JSON};
+	lo[n++] = (struct option){"help", no_argument, NULL, 'h'};
 	if (v->flags & VF_PATHS) {
 		strcat(buf, "rf:");
-		lo[n++] = (struct option){ "recursive", no_argument, NULL, 'r' };
-		lo[n++] = (struct option){ "from-file", required_argument, NULL, 'f' };
+		lo[n++] = (struct option){"recursive", no_argument, NULL, 'r'};
+		lo[n++] = (struct option){"from-file", required_argument, NULL, 'f'};
 	}
 	if (v->flags & VF_JOBS) {
 		strcat(buf, "j:");
-		lo[n++] = (struct option){ "jobs", required_argument, NULL, 'j' };
+		lo[n++] = (struct option){"jobs", required_argument, NULL, 'j'};
 	}
-	lo[n] = (struct option){ 0 };
+	lo[n] = (struct option){0};
 }
 
 /* A getopt error in the options of verb (NULL: the global ones). A long option is
  * named by the word it came in, a short one by its letter. */
 static int bad_option(const char *verb, int ch, int argc, char **argv)
 {
-	char shortopt[3] = { '-', (char)optopt, '\0' };
+	char shortopt[3] = {'-', (char)optopt, '\0'};
 	const char *word = shortopt;
 
 	if (optind >= 1 && optind - 1 < argc && strncmp(argv[optind - 1], "--", 2) == 0 &&
@@ -876,8 +875,8 @@ static int verb_parse(struct ctx *x, int argc, char **argv, int *rc)
 			x->recursive = 1;
 			break;
 		case 'f':
-			x->from_files = realloc(x->from_files,
-						(x->nfrom + 1) * sizeof(*x->from_files));
+			x->from_files =
+			    realloc(x->from_files, (x->nfrom + 1) * sizeof(*x->from_files));
 			if (!x->from_files)
 				oom();
 			x->from_files[x->nfrom++] = optarg;
@@ -931,7 +930,7 @@ static void on_fatal_signal(int sig)
 
 static int signals_setup(void)
 {
-	struct sigaction sa = { .sa_handler = on_fatal_signal, .sa_flags = SA_RESETHAND };
+	struct sigaction sa = {.sa_handler = on_fatal_signal, .sa_flags = SA_RESETHAND};
 
 	/* A dead hsmd or a closed stdout pipe must be an error message, not a kill. */
 	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
@@ -957,13 +956,13 @@ static int flush_stdout(int rc)
 int main(int argc, char **argv)
 {
 	static const struct option lo[] = {
-		{ "socket", required_argument, NULL, 's' },
-		{ "json", no_argument, NULL, OPT_JSON },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ 0 },
+	    {"socket", required_argument, NULL, 's'},
+	    {"json", no_argument, NULL, OPT_JSON},
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},
+	    {0},
 	};
-	struct ctx x = { 0 };
+	struct ctx x = {0};
 	const char *env = getenv("HSM_SOCKET");
 	int ch, rc;
 

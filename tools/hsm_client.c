@@ -12,12 +12,12 @@
 #include <unistd.h>
 
 #define CLIENT_BUF_START (64u * 1024)
-#define CLIENT_READ_MIN (64u * 1024)
+#define CLIENT_READ_MIN	 (64u * 1024)
 
 struct hsm_client {
 	int fd;
 	char *path;
-	char *buf;      /* received bytes; buf[off..len) not yet consumed */
+	char *buf; /* received bytes; buf[off..len) not yet consumed */
 	size_t off;
 	size_t len;
 	size_t cap;
@@ -27,7 +27,7 @@ struct hsm_client {
 };
 
 static void client_seterr(struct hsm_client *c, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 
 static void client_seterr(struct hsm_client *c, const char *fmt, ...)
 {
@@ -45,7 +45,7 @@ static void client_gone(struct hsm_client *c, const char *why)
 
 struct hsm_client *hsm_client_connect(const char *path, char *err, size_t errlen)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	struct hsm_client *c;
 	size_t plen = strlen(path);
 	int e;
@@ -76,8 +76,10 @@ struct hsm_client *hsm_client_connect(const char *path, char *err, size_t errlen
 			snprintf(err, errlen, "hsmd is not running (socket %s: %s)", path,
 				 strerror(e));
 		else if (e == EACCES || e == EPERM)
-			snprintf(err, errlen, "cannot connect to hsmd (socket %s: %s; "
-				 "root or the socket's group is needed)", path, strerror(e));
+			snprintf(err, errlen,
+				 "cannot connect to hsmd (socket %s: %s; "
+				 "root or the socket's group is needed)",
+				 path, strerror(e));
 		else
 			snprintf(err, errlen, "cannot connect to hsmd (socket %s: %s)", path,
 				 strerror(e));
@@ -138,8 +140,8 @@ int hsm_client_send(struct hsm_client *c, json_object *req)
 	char *line;
 	int rc;
 
-	s = json_object_to_json_string_length(req, JSON_C_TO_STRING_PLAIN |
-					      JSON_C_TO_STRING_NOSLASHESCAPE, &len);
+	s = json_object_to_json_string_length(
+	    req, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
 	if (!s) {
 		client_seterr(c, "out of memory building the request");
 		return -1;
@@ -268,8 +270,8 @@ int hsm_client_read(struct hsm_client *c, json_object **msg)
 		}
 		if (n == 0) {
 			client_gone(c, c->len > c->off
-				    ? "connection closed in the middle of a reply line"
-				    : "connection closed before the reply ended");
+					   ? "connection closed in the middle of a reply line"
+					   : "connection closed before the reply ended");
 			return -1;
 		}
 		c->len += (size_t)n;

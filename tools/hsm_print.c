@@ -10,10 +10,10 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
-#define PROGRESS_INTERVAL 0.1 /* seconds between redraws */
-#define PROGRESS_DELAY 0.3    /* seconds before the first draw */
+#define PROGRESS_INTERVAL  0.1 /* seconds between redraws */
+#define PROGRESS_DELAY	   0.3 /* seconds before the first draw */
 #define PROGRESS_WIDTH_MAX 160
-#define CLEAR_LINE "\r\033[K"
+#define CLEAR_LINE	   "\r\033[K"
 
 /* Only what a signal handler may look at: whether, and where, a bar is drawn. */
 static volatile sig_atomic_t progress_on_screen;
@@ -21,7 +21,7 @@ static volatile sig_atomic_t progress_fd = -1;
 
 void hsm_fmt_size(uint64_t bytes, char buf[HSM_FMT_LEN])
 {
-	static const char *units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };
+	static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
 	double v = (double)bytes;
 	int u = 0;
 
@@ -70,8 +70,7 @@ void hsm_fmt_duration(double seconds, char buf[HSM_FMT_LEN])
 	if (s < 3600)
 		snprintf(buf, HSM_FMT_LEN, "%" PRIu64 "m%02" PRIu64 "s", s / 60, s % 60);
 	else if (s < 86400)
-		snprintf(buf, HSM_FMT_LEN, "%" PRIu64 "h%02" PRIu64 "m", s / 3600,
-			 s % 3600 / 60);
+		snprintf(buf, HSM_FMT_LEN, "%" PRIu64 "h%02" PRIu64 "m", s / 3600, s % 3600 / 60);
 	else
 		snprintf(buf, HSM_FMT_LEN, "%" PRIu64 "d%02" PRIu64 "h", s / 86400,
 			 s % 86400 / 3600);
@@ -229,8 +228,7 @@ void hsm_jbrief(json_object *v, char *buf, size_t len)
 	if (json_object_is_type(v, json_type_object)) {
 		site = print_jget(v, "site");
 		ctr = print_jget(v, "counter");
-	} else if (json_object_is_type(v, json_type_array) &&
-		   json_object_array_length(v) == 2) {
+	} else if (json_object_is_type(v, json_type_array) && json_object_array_length(v) == 2) {
 		site = json_object_array_get_idx(v, 0);
 		ctr = json_object_array_get_idx(v, 1);
 	}
@@ -240,8 +238,9 @@ void hsm_jbrief(json_object *v, char *buf, size_t len)
 			 print_ju64_value(ctr));
 		return;
 	}
-	snprintf(buf, len, "%s", json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN |
-								     JSON_C_TO_STRING_NOSLASHESCAPE));
+	snprintf(buf, len, "%s",
+		 json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN |
+						       JSON_C_TO_STRING_NOSLASHESCAPE));
 }
 
 /* hsm_jbrief, escaped, as a new string. */
@@ -275,7 +274,7 @@ static void print_table_add(struct print_table *t, char **row)
 
 static void print_table_flush(FILE *f, struct print_table *t)
 {
-	size_t w[16] = { 0 }, r, c;
+	size_t w[16] = {0}, r, c;
 
 	for (r = 0; r < t->nrow; r++)
 		for (c = 0; c < t->ncol && c < 16; c++) {
@@ -326,7 +325,8 @@ static void print_status_queues(FILE *f, json_object *queues)
 		fputs("-\n", f);
 		return;
 	}
-	json_object_object_foreach(queues, key, val) {
+	json_object_object_foreach(queues, key, val)
+	{
 		char *v = print_jbrief_dup(val);
 
 		fputs(first ? "" : ", ", f);
@@ -340,7 +340,7 @@ static void print_status_queues(FILE *f, json_object *queues)
 
 static void print_status_volumes(FILE *f, json_object *vols)
 {
-	struct print_table t = { .ncol = 5 };
+	struct print_table t = {.ncol = 5};
 	char *hdr[5];
 	size_t i, n;
 
@@ -564,8 +564,8 @@ static void progress_draw(struct hsm_progress *p)
 		print_fmt_eta(el * (double)(p->total - p->done) / (double)p->done, eta);
 	else if (p->done >= p->total)
 		print_fmt_eta(0, eta);
-	snprintf(right, sizeof(right), " %" PRIu64 "/%" PRIu64 " files  %s  %s  ETA %s",
-		 p->done, p->total, size, rate, eta);
+	snprintf(right, sizeof(right), " %" PRIu64 "/%" PRIu64 " files  %s  %s  ETA %s", p->done,
+		 p->total, size, rate, eta);
 	/* Stay one column short of the edge: writing the last column wraps on some
 	 * terminals, and then "\r" no longer returns to the bar's line. */
 	barw = width - 1 - (int)strlen(p->verb) - (int)strlen(right) - 3;

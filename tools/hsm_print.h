@@ -27,9 +27,9 @@ void hsm_put_escaped(FILE *f, const char *s, size_t len);
 void hsm_put_jstr(FILE *f, json_object *v);
 
 /* JSON accessors that never fail: a missing key or a wrong type gives the default. */
-const char *hsm_jstr(json_object *obj, const char *key);          /* NULL */
-uint64_t hsm_ju64(json_object *obj, const char *key);              /* 0; negatives 0 */
-int hsm_jbool(json_object *obj, const char *key);                  /* 0 */
+const char *hsm_jstr(json_object *obj, const char *key); /* NULL */
+uint64_t hsm_ju64(json_object *obj, const char *key);	 /* 0; negatives 0 */
+int hsm_jbool(json_object *obj, const char *key);	 /* 0 */
 /* A short text for a scalar or small value: a string as is, a number, site:counter
  * for {"site","counter"} or [site, counter], else compact JSON; "-" for null. */
 void hsm_jbrief(json_object *v, char *buf, size_t len);

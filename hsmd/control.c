@@ -33,6 +33,7 @@ struct ctl_conn {
 	int in_dispatch; /* inside ctl_process's call to ops: it frees, not ctl_end */
 	int dead;	 /* closed while in dispatch: ctl_process frees it */
 	int closing;	 /* close once the output is written */
+	int detached;	 /* the server stopped while a request ran: not on its list */
 	pid_t pid;
 	uid_t uid;
 };
@@ -42,11 +43,11 @@ static void ctl_process(struct ctl_conn *c);
 
 static void ctl_free(struct ctl_conn *c)
 {
-	struct ctl_conn **pp = &c->ctl->conns;
+	struct ctl_conn **pp;
 
-	while (*pp && *pp != c)
+	for (pp = c->detached ? NULL : &c->ctl->conns; pp && *pp && *pp != c;)
 		pp = &(*pp)->next;
-	if (*pp)
+	if (pp && *pp)
 		*pp = c->next;
 	free(c->in);
 	free(c->out);
@@ -384,6 +385,7 @@ void control_stop(struct control *ctl)
 		/* Requests still running keep their struct until they end. */
 		if (c->busy) {
 			ctl->conns = c->next;
+			c->detached = 1;
 			if (c->fd >= 0) {
 				ev_io_stop(ctl->h->loop, &c->rw);
 				ev_io_stop(ctl->h->loop, &c->ww);

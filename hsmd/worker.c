@@ -126,7 +126,9 @@ int worker_main(struct worker_args *wa)
 		log_warnx("cannot create the event loop");
 		return 1;
 	}
-	h.pool = pool_new(h.loop, (unsigned)h.cfg->workers);
+	/* Mostly I/O-bound threads: enough of them that many recalls' fsyncs share a
+	 * journal commit. */
+	h.pool = pool_new(h.loop, h.cfg->workers ? (unsigned)h.cfg->workers : 16);
 	if (!h.pool) {
 		log_warn("cannot start the worker pool");
 		goto out;
@@ -146,7 +148,7 @@ int worker_main(struct worker_args *wa)
 	h.mv.pool = h.pool;
 	h.mv.store = h.store;
 	h.mv.chunk_size = h.cfg->store.chunk_size;
-	h.mv.window = 4;
+	h.mv.window = 8;
 	h.mv.unwatch = intercept_unwatch;
 	h.mv.settle = intercept_settle;
 	h.mv.unwatch_ctx = &h;
@@ -170,7 +172,14 @@ int worker_main(struct worker_args *wa)
 	rc = 0;
 out:
 	/* Leave readers to the next worker (or to the supervisor's exit); the kernel
-	 * keeps their events pending in the group, which outlives us. */
+	 * keeps their events pending in the group, which outlives us. Work still in
+	 * flight would call back into what is being torn down: leave it to exit(). */
+	if (h.pool && (pool_pending(h.pool) || (h.store && store_pending(h.store)) ||
+		       recall_active(&h.mv))) {
+		log_warnx("worker exiting with work in flight; its readers get EIO");
+		catalog_close(h.cat);
+		return rc;
+	}
 	if (h.ctl)
 		control_stop(h.ctl);
 	if (h.pool)

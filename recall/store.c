@@ -32,8 +32,8 @@ int store_key_valid(const char *key)
 		const char *end = strchr(c, '/');
 		size_t len = end ? (size_t)(end - c) : strlen(c);
 
-		if (len == 0 || (len == 1 && c[0] == '.') ||
-		    (len == 2 && c[0] == '.' && c[1] == '.'))
+		/* Dot-names are the backends' own (file:// keeps .tmp/ in its root). */
+		if (len == 0 || c[0] == '.')
 			return 0;
 		c = end ? end + 1 : NULL;
 	}

@@ -1,7 +1,8 @@
 /* The object store: an asynchronous key/value interface over file:// and s3://.
  * All calls are made on the loop thread and every callback runs on the loop thread,
  * exactly once, never from inside the call that started it. Keys are relative
- * ("chunks/<sha256>", "manifests/<id>"), [A-Za-z0-9/._-] only, no "..", <= 512 bytes;
+ * ("chunks/<sha256>", "manifests/<id>"), [A-Za-z0-9/._-] only, no component that is
+ * empty or starts with '.', <= 512 bytes;
  * a bad key fails with EINVAL through the callback.
  *
  * Errors are reported as a positive errno-style code plus a message naming the
@@ -43,7 +44,9 @@ void store_list(struct store *s, const char *prefix, store_list_cb cb, void *arg
 /* Requests in flight or queued. */
 unsigned store_pending(const struct store *s);
 const char *store_describe(const struct store *s); /* "file:///..." or "s3://bucket/prefix" */
-/* Cancels what is in flight (their callbacks run with ECANCELED) and frees s. */
+/* Frees s. s3:// cancels what is in flight (callbacks run with ECANCELED); file://
+ * requests run on the pool, so free the pool first (that runs their callbacks), then
+ * close the store. */
 void store_close(struct store *s);
 
 /* 1 if key is acceptable (see above). */

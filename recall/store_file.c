@@ -89,6 +89,14 @@ static void fstore_do_get(struct fstore_job *j)
 		fstore_fail(j, errno, "stat");
 		goto out;
 	}
+	/* A directory made for longer keys is not an object. */
+	if (!S_ISREG(st.st_mode)) {
+		fstore_fail(j, ENOENT, "open");
+		goto out;
+	}
+	/* One object is read once, front to back: ask for all of it now. */
+	posix_fadvise(fd, (off_t)j->off, (off_t)j->len, POSIX_FADV_SEQUENTIAL);
+	posix_fadvise(fd, (off_t)j->off, (off_t)j->len, POSIX_FADV_WILLNEED);
 	if (j->off >= (uint64_t)st.st_size)
 		want = 0;
 	else
@@ -142,7 +150,7 @@ static void fstore_do_put(struct fstore_job *j)
 		fstore_fail(j, errno, "mkdir for");
 		return;
 	}
-	fd = openat(j->fs->root_fd, "tmp", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
+	fd = openat(j->fs->root_fd, ".tmp", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
 	if (fd < 0) {
 		fstore_fail(j, errno, "create temporary for");
 		return;
@@ -153,7 +161,7 @@ static void fstore_do_put(struct fstore_job *j)
 		return;
 	}
 	/* linkat of an O_TMPFILE cannot replace; link to a unique name, then rename. */
-	snprintf(tmp, sizeof(tmp), "tmp/.put.%d.%p", (int)getpid(), (void *)j);
+	snprintf(tmp, sizeof(tmp), ".tmp/put.%d.%p", (int)getpid(), (void *)j);
 	snprintf(j->msg, sizeof(j->msg), "/proc/self/fd/%d", fd);
 	if (linkat(AT_FDCWD, j->msg, j->fs->root_fd, tmp, AT_SYMLINK_FOLLOW) < 0) {
 		fstore_fail(j, errno, "link");
@@ -243,7 +251,7 @@ static int fstore_list_dir(struct fstore_job *j, const char *dir)
 	while (rc == 0 && (errno = 0, e = readdir(d))) {
 		char key[1100];
 
-		if (e->d_name[0] == '.' || (!*dir && strcmp(e->d_name, "tmp") == 0))
+		if (e->d_name[0] == '.')
 			continue;
 		snprintf(key, sizeof(key), "%s%s", dir, e->d_name);
 		if (e->d_type == DT_DIR) {
@@ -432,7 +440,7 @@ static void *fstore_open(struct ev_loop *loop, struct pool *pool, const struct h
 	}
 	fs->pool = pool;
 	fs->root_fd = open(fs->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fs->root_fd < 0 || (mkdirat(fs->root_fd, "tmp", 0700) < 0 && errno != EEXIST)) {
+	if (fs->root_fd < 0 || (mkdirat(fs->root_fd, ".tmp", 0700) < 0 && errno != EEXIST)) {
 		snprintf(err, errlen, "file store: cannot use %s: %s", fs->root, strerror(errno));
 		if (fs->root_fd >= 0)
 			close(fs->root_fd);

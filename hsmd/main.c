@@ -62,6 +62,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "hsmd: %s\n", err);
 		return 1;
 	}
+	if (config_check_volumes(cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "hsmd: %s\n", err);
+		config_free(cfg);
+		return 1;
+	}
 	if (check) {
 		printf("%s: configuration OK\n", conf);
 		config_free(cfg);

@@ -42,6 +42,7 @@ struct batch {
 	int verb;
 	int open_flags;
 	char **paths; /* owned, each owned */
+	size_t *lens; /* as sent: a NUL inside makes strlen shorter */
 	size_t npaths, next;
 	unsigned active, jobs, done, failed;
 	int pumping;
@@ -234,7 +235,7 @@ static void ops_recalled(void *arg, int err, const char *msg, uint64_t bytes,
 
 /* Starts one path. Returns 1 when it finished at once (its line is sent), 0 when a
  * callback will finish it. */
-static int item_start(struct batch *b, const char *path)
+static int item_start(struct batch *b, const char *path, size_t len)
 {
 	struct hsmd *h = b->h;
 	struct item *it;
@@ -245,7 +246,7 @@ static int item_start(struct batch *b, const char *path)
 	struct hsmd_vol *vol;
 	int fd, r;
 
-	if (path_check_absolute(path, strlen(path), err, sizeof(err)) < 0) {
+	if (path_check_absolute(path, len, err, sizeof(err)) < 0) {
 		batch_fail(b, path, "bad path: %s", err);
 		return 1;
 	}
@@ -378,6 +379,7 @@ static void batch_free(struct batch *b)
 	for (size_t i = 0; i < b->npaths; i++)
 		free(b->paths[i]);
 	free(b->paths);
+	free(b->lens);
 	free(b);
 }
 
@@ -387,8 +389,10 @@ static void batch_pump(struct batch *b)
 	if (b->pumping)
 		return;
 	b->pumping = 1;
-	while (b->next < b->npaths && b->active < b->jobs)
-		item_start(b, b->paths[b->next++]);
+	while (b->next < b->npaths && b->active < b->jobs) {
+		item_start(b, b->paths[b->next], b->lens[b->next]);
+		b->next++;
+	}
 	b->pumping = 0;
 	if (b->next == b->npaths && b->active == 0) {
 		char msg[64];
@@ -573,7 +577,8 @@ static int ops_take_paths(struct batch *b, struct json_object *paths, char *err,
 		return -1;
 	}
 	b->paths = calloc(n, sizeof(*b->paths));
-	if (!b->paths) {
+	b->lens = calloc(n, sizeof(*b->lens));
+	if (!b->paths || !b->lens) {
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
@@ -596,8 +601,7 @@ static int ops_take_paths(struct batch *b, struct json_object *paths, char *err,
 		}
 		memcpy(b->paths[i], s, (size_t)len);
 		b->paths[i][len] = '\0';
-		if (strlen(b->paths[i]) != (size_t)len)
-			b->paths[i][0] = '\0';
+		b->lens[i] = (size_t)len;
 		b->npaths++;
 	}
 	return 0;

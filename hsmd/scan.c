@@ -13,7 +13,9 @@
 #include "hsmd/worker.h"
 #include "lib/config.h"
 #include "lib/log.h"
+#include "lib/pathsafe.h"
 #include "lib/pool.h"
+#include "recall/recall.h"
 
 int scan_adopt(int fd, const char *site, struct hsm_state *st, char *err, size_t errlen)
 {
@@ -236,6 +238,46 @@ static void scan_work(void *arg)
 	scan_dir(j, fd, "", sb.st_dev, 0);
 }
 
+static int scan_stub_touched(const struct scan_found *f)
+{
+	blkcnt_t keep = (f->st.flags & HSM_FLAG_ON_ACCESS) ? 4096 / 512 : 0;
+
+	return f->st.state == HSM_STATE_STUB &&
+	       (f->sb.st_blocks > keep || f->sb.st_mtim.tv_sec != f->st.archived_mtime_sec ||
+		(uint64_t)f->sb.st_mtim.tv_nsec != f->st.archived_mtime_nsec);
+}
+
+/* A recall that died with its worker left data and a new mtime on a stub. Put the
+ * stub back as release made it. On the loop, so no recall of it can be running. */
+static void scan_repair_stub(struct hsmd *h, struct hsmd_vol *v, const char *rel)
+{
+	struct hsm_state st;
+	struct stat sb;
+	struct timespec times[2];
+	char err[256];
+	off_t keep, end;
+	int fd = path_open_beneath(v->root_fd, rel, O_RDWR | O_NONBLOCK, 0);
+
+	if (fd < 0)
+		return;
+	if (scan_adopt(fd, h->cfg->site, &st, err, sizeof(err)) != 0 ||
+	    st.state != HSM_STATE_STUB || recall_in_flight(&h->mv, &st.fid) || fstat(fd, &sb) < 0)
+		goto out;
+	keep = (st.flags & HSM_FLAG_ON_ACCESS) ? 4096 : 0;
+	end = ((sb.st_size + 65535) / 65536) * 65536;
+	times[0] = sb.st_atim;
+	times[1].tv_sec = st.archived_mtime_sec;
+	times[1].tv_nsec = st.archived_mtime_nsec;
+	if ((end > keep &&
+	     fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, keep, end - keep) < 0) ||
+	    futimens(fd, times) < 0 || fsync(fd) < 0)
+		log_warn("%s/%s: cannot clean up an interrupted recall", v->cfg->path, rel);
+	else
+		log_info("%s/%s: cleaned up an interrupted recall", v->cfg->path, rel);
+out:
+	close(fd);
+}
+
 static void scan_done(void *arg)
 {
 	struct scan_job *j = arg;
@@ -245,6 +287,8 @@ static void scan_done(void *arg)
 	for (; j->noted < stop; j->noted++) {
 		struct scan_found *f = &j->found[j->noted];
 
+		if (scan_stub_touched(f))
+			scan_repair_stub(j->h, j->v, f->rel);
 		scan_note(j->h, j->v, f->rel, &f->sb, &f->st, NULL, CAT_J_CREATE);
 		free(f->rel);
 	}

@@ -1367,6 +1367,8 @@ static int cfg_finish_volumes(struct cfg_parser *p)
 				 v->name);
 			return -1;
 		}
+		v->path_line = p->vol[i].key_line[pkey];
+		v->backing_line = p->vol[i].key_line[bkey];
 		if (cfg_default_string(p, &v->backing, v->path) < 0)
 			return -1;
 		for (size_t j = 0; j < i; j++)
@@ -1586,4 +1588,31 @@ const struct hsm_volume_cfg *config_volume_for(const struct hsm_config *cfg, con
 		*rel = r;
 	}
 	return best;
+}
+
+int config_check_volumes(const struct hsm_config *cfg, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < cfg->nvolumes; i++) {
+		const struct hsm_volume_cfg *v = &cfg->volumes[i];
+		const char *what[2] = {"path", "backing"};
+		const char *dir[2] = {v->path, v->backing};
+		int line[2] = {v->path_line, v->backing_line ? v->backing_line : v->path_line};
+
+		for (int k = 0; k < 2; k++) {
+			struct stat sb;
+
+			if (stat(dir[k], &sb) < 0) {
+				snprintf(err, errlen, "%s:%d: volume \"%s\" %s %s: %s", cfg->file,
+					 line[k], v->name, what[k], dir[k], strerror(errno));
+				return -1;
+			}
+			if (!S_ISDIR(sb.st_mode)) {
+				snprintf(err, errlen,
+					 "%s:%d: volume \"%s\" %s %s is not a directory", cfg->file,
+					 line[k], v->name, what[k], dir[k]);
+				return -1;
+			}
+		}
+	}
+	return 0;
 }

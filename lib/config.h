@@ -42,10 +42,12 @@ struct hsm_store_cfg {
 };
 
 struct hsm_volume_cfg {
-	char *name;    /* [a-z0-9_-]{1,32} */
-	char *path;    /* absolute, normalized, no trailing '/' */
-	char *backing; /* absolute, normalized; = path when not given */
-	int recall;    /* enum hsm_recall_mode */
+	char *name;	  /* [a-z0-9_-]{1,32} */
+	char *path;	  /* absolute, normalized, no trailing '/' */
+	char *backing;	  /* absolute, normalized; = path when not given */
+	int recall;	  /* enum hsm_recall_mode */
+	int path_line;	  /* where path was set, for messages */
+	int backing_line; /* where backing was set; 0 = defaulted to path */
 };
 
 struct hsm_config {
@@ -68,6 +70,9 @@ int config_load(const char *path, struct hsm_config **out, char *err, size_t err
 int config_load_string(const char *name, const char *text, struct hsm_config **out, char *err,
 		       size_t errlen);
 void config_free(struct hsm_config *cfg);
+/* Checks what the file alone cannot: every volume's path and backing exist and are
+ * directories. 0, or -1 with "FILE:LINE: ..." in err. hsmd runs it at start and -n. */
+int config_check_volumes(const struct hsm_config *cfg, char *err, size_t errlen);
 /* Parses sizes like "4M", "64MiB", "512k", "1G", "4096". Returns 0 or -1. */
 int config_parse_size(const char *s, uint64_t *out);
 /* The volume whose path contains abs_path (longest match), or NULL; *rel gets

@@ -36,6 +36,7 @@ struct recall_job {
 	char msg[512];
 	struct timespec atime, mtime; /* to restore */
 	struct timespec ctime;	      /* after the state was written */
+	int wrote;		      /* data has gone into the file */
 	dev_t dev;
 	ino_t ino;
 	uint64_t bytes;
@@ -45,6 +46,7 @@ struct recall_job {
 struct recall_chunk {
 	struct recall_job *job;
 	size_t idx;
+	int zero;      /* all zeros: punch, do not fetch */
 	uint8_t *data; /* owned */
 	size_t len;
 	int err;
@@ -166,6 +168,18 @@ static void recall_chunk_work(void *arg)
 	uint8_t sha[32];
 	size_t off = 0;
 
+	if (c->zero) {
+		/* Keeps the range a hole, and clears whatever an interrupted recall of the
+		 * same version may have left there (it could only be zeros anyway). */
+		if (fallocate(c->job->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			      (off_t)ch->offset, (off_t)ch->length) < 0) {
+			c->err = errno;
+			snprintf(c->msg, sizeof(c->msg), "punch zero chunk %zu: %s", c->idx,
+				 strerror(errno));
+		}
+		c->len = ch->length;
+		return;
+	}
 	if (c->len != ch->length) {
 		c->err = EIO;
 		snprintf(c->msg, sizeof(c->msg), "chunk %zu: got %zu bytes, expected %u", c->idx,
@@ -236,6 +250,37 @@ static void recall_chunk_got(void *arg, int err, const char *msg, uint8_t *data,
 	pool_submit(job->mv->pool, recall_chunk_work, recall_chunk_done, c);
 }
 
+static int recall_is_zero(struct mover *mv, const struct hsm_chunk *ch)
+{
+	if (mv->zero_len != ch->length) {
+		uint8_t *z = calloc(1, ch->length ? ch->length : 1);
+
+		if (!z)
+			return 0;
+		sha256_buf(z, ch->length, mv->zero_sha);
+		mv->zero_len = ch->length;
+		free(z);
+	}
+	return memcmp(mv->zero_sha, ch->sha256, 32) == 0;
+}
+
+/* A failed recall leaves the file as it found it: all hole (but the kept first page
+ * of a recall-on-access stub) and the archived times, so it can be released and
+ * recalled again. Best effort: the state is still stub, which is what matters. */
+static void recall_undo_work(void *arg)
+{
+	struct recall_job *job = arg;
+	struct timespec times[2] = {job->atime, job->mtime};
+	off_t keep = (job->st.flags & HSM_FLAG_ON_ACCESS) ? 4096 : 0;
+	off_t end = (off_t)(((job->m.size + 65535) / 65536) * 65536);
+
+	if (end > keep &&
+	    fallocate(job->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, keep, end - keep) < 0)
+		log_warn("recall: cannot free the partly written data");
+	if (futimens(job->fd, times) < 0)
+		log_warn("recall: cannot restore the times");
+}
+
 /* Keeps up to window chunks moving; finishes when everything has landed. */
 static void recall_pump(struct recall_job *job)
 {
@@ -251,12 +296,24 @@ static void recall_pump(struct recall_job *job)
 		}
 		c->job = job;
 		c->idx = job->next_chunk++;
-		manifest_chunk_key(job->m.chunks[c->idx].sha256, key);
 		job->in_flight++;
+		job->wrote = 1;
+		if (recall_is_zero(mv, &job->m.chunks[c->idx])) {
+			c->zero = 1;
+			pool_submit(mv->pool, recall_chunk_work, recall_chunk_done, c);
+			continue;
+		}
+		manifest_chunk_key(job->m.chunks[c->idx].sha256, key);
 		store_get(mv->store, key, 0, 0, recall_chunk_got, c);
 	}
 	if (job->in_flight)
 		return;
+	if (job->err && job->wrote) {
+		job->wrote = 0;
+		job->in_flight++; /* the undo; never decremented: it finishes the job */
+		pool_submit(mv->pool, recall_undo_work, recall_commit_done, job);
+		return;
+	}
 	if (job->err || !job->have_manifest) {
 		recall_finish(job);
 		return;
@@ -306,7 +363,10 @@ static void recall_manifest_got(void *arg, int err, const char *msg, uint8_t *da
 		goto out;
 	}
 	job->atime = sb.st_atim;
-	job->mtime = sb.st_mtim;
+	/* The archived content's mtime, not the stub's: an interrupted recall may have
+	 * touched the stub. */
+	job->mtime.tv_sec = job->st.archived_mtime_sec;
+	job->mtime.tv_nsec = job->st.archived_mtime_nsec;
 out:
 	free(data);
 	recall_pump(job);

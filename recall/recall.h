@@ -24,6 +24,10 @@ struct mover {
 	uint32_t chunk_size;
 	unsigned window;	    /* chunks in flight per file */
 	struct recall_job *recalls; /* in flight, a list keyed by fid */
+	/* sha256 of a chunk of zero_len zero bytes: such chunks are never fetched, their
+	 * range is left a hole (recall keeps sparse files sparse). */
+	uint8_t zero_sha[32];
+	uint32_t zero_len;
 	/* Release calls this (on a pool thread) once it holds the lease and before the
 	 * data goes, so the file is watched again: hsmd removes its fanotify ignore mark
 	 * here. 0 or -1 with errno. NULL: nothing to do. */

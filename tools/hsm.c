@@ -106,9 +106,9 @@ static const struct verb verbs[] = {
      run_paths},
     {"pin", VF_PATHS | VF_BAR | VF_NODIR, NULL, "pin [-r] [-f FILE] PATH...",
      "keep files resident at this site",
-     "Sets the pinned flag: the files are kept resident here and never released.\n", run_paths},
+     "Sets the pinned flag: the files are never released (a stub stays a stub until read).\n", run_paths},
     {"unpin", VF_PATHS | VF_BAR | VF_NODIR, NULL, "unpin [-r] [-f FILE] PATH...",
-     "clear the pinned flag", "Clears the pinned flag; policy decides again.\n", run_paths},
+     "clear the pinned flag", "Clears the pinned flag; the files can be released again.\n", run_paths},
     {"metrics", 0, NULL, "metrics [--json]", "Prometheus metrics of hsmd",
      "Prints hsmd's metrics in the Prometheus text format.\n", run_info},
 };

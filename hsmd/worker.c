@@ -174,8 +174,8 @@ out:
 	/* Leave readers to the next worker (or to the supervisor's exit); the kernel
 	 * keeps their events pending in the group, which outlives us. Work still in
 	 * flight would call back into what is being torn down: leave it to exit(). */
-	if (h.pool && (pool_pending(h.pool) || (h.store && store_pending(h.store)) ||
-		       recall_active(&h.mv))) {
+	if (h.pool &&
+	    (pool_pending(h.pool) || (h.store && store_pending(h.store)) || recall_active(&h.mv))) {
 		log_warnx("worker exiting with work in flight; its readers get EIO");
 		catalog_close(h.cat);
 		return rc;

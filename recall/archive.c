@@ -29,8 +29,7 @@ struct archive_job {
 	size_t next_chunk;
 	size_t chunks_done;
 	unsigned in_flight;
-	int err;
-	char msg[512];
+	struct mover_error e; /* the first error */
 	struct archive_result res;
 };
 
@@ -45,26 +44,13 @@ struct archive_chunk {
 
 static void archive_pump(struct archive_job *job);
 
-static void archive_fail(struct archive_job *job, int err, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void archive_fail(struct archive_job *job, int err, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (job->err)
-		return;
-	job->err = err;
-	va_start(ap, fmt);
-	vsnprintf(job->msg, sizeof(job->msg), fmt, ap);
-	va_end(ap);
-}
+#define archive_fail(job, ...) mover_fail(&(job)->e, __VA_ARGS__)
 
 static void archive_finish(struct archive_job *job)
 {
 	struct mover *mv = job->mv;
 
-	if (job->err) {
+	if (job->e.err) {
 		mv->archives_failed++;
 	} else {
 		mv->archives_done++;
@@ -72,7 +58,8 @@ static void archive_finish(struct archive_job *job)
 			mv->bytes_archived += job->res.bytes;
 		mv->chunks_uploaded += job->res.uploaded;
 	}
-	job->cb(job->arg, job->err, job->err ? job->msg : NULL, job->err ? NULL : &job->res);
+	job->cb(job->arg, job->e.err, job->e.err ? job->e.msg : NULL,
+		job->e.err ? NULL : &job->res);
 	close(job->fd);
 	if (job->have_manifest)
 		manifest_free(&job->m);
@@ -185,7 +172,7 @@ static void archive_chunk_head(void *arg, int err, const char *msg, int exists, 
 	struct archive_job *job = c->job;
 	char key[80];
 
-	if (err || job->err) {
+	if (err || job->e.err) {
 		job->in_flight--;
 		if (err)
 			archive_fail(job, err, "chunk %zu: %s", c->idx, msg ? msg : strerror(err));
@@ -240,7 +227,7 @@ static void archive_chunk_read(void *arg)
 	struct archive_job *job = c->job;
 	char key[80];
 
-	if (c->err || job->err) {
+	if (c->err || job->e.err) {
 		job->in_flight--;
 		if (c->err)
 			archive_fail(job, c->err, "chunk %zu: %s", c->idx, c->msg);
@@ -257,7 +244,7 @@ static void archive_pump(struct archive_job *job)
 	struct mover *mv = job->mv;
 	char key[80];
 
-	while (!job->err && job->next_chunk < job->m.nchunks && job->in_flight < mv->window) {
+	while (!job->e.err && job->next_chunk < job->m.nchunks && job->in_flight < mv->window) {
 		struct archive_chunk *c = calloc(1, sizeof(*c));
 
 		if (!c) {
@@ -271,7 +258,7 @@ static void archive_pump(struct archive_job *job)
 	}
 	if (job->in_flight)
 		return;
-	if (job->err) {
+	if (job->e.err) {
 		archive_finish(job);
 		return;
 	}
@@ -295,7 +282,7 @@ static void archive_start_done(void *arg)
 {
 	struct archive_job *job = arg;
 
-	if (job->err || job->res.already) {
+	if (job->e.err || job->res.already) {
 		archive_finish(job);
 		return;
 	}
@@ -351,5 +338,5 @@ void archive_file(struct mover *mv, int fd, const struct hsm_state *st, archive_
 		archive_fail(job, EINVAL, "is a stub (recall it first)");
 	else if (st->flags & HSM_FLAG_NOARCHIVE)
 		archive_fail(job, EPERM, "has the noarchive flag");
-	pool_submit(mv->pool, job->err ? NULL : archive_start_work, archive_start_done, job);
+	pool_submit(mv->pool, job->e.err ? NULL : archive_start_work, archive_start_done, job);
 }

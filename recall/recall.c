@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,11 +30,10 @@ struct recall_job {
 	struct recall_waiter *waiters;
 	struct hsm_manifest m;
 	int have_manifest;
-	size_t next_chunk;  /* next chunk to fetch */
-	size_t chunks_done; /* written and verified */
-	unsigned in_flight; /* gets + pool writes outstanding */
-	int err;	    /* first error; once set no new work starts */
-	char msg[512];
+	size_t next_chunk;	      /* next chunk to fetch */
+	size_t chunks_done;	      /* written and verified */
+	unsigned in_flight;	      /* gets + pool writes outstanding */
+	struct mover_error e;	      /* the first error */
 	struct timespec atime, mtime; /* to restore */
 	struct timespec ctime;	      /* after the state was written */
 	int wrote;		      /* data has gone into the file */
@@ -55,20 +55,7 @@ struct recall_chunk {
 
 static void recall_pump(struct recall_job *job);
 
-static void recall_fail(struct recall_job *job, int err, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void recall_fail(struct recall_job *job, int err, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (job->err)
-		return;
-	job->err = err;
-	va_start(ap, fmt);
-	vsnprintf(job->msg, sizeof(job->msg), fmt, ap);
-	va_end(ap);
-}
+#define recall_fail(job, ...) mover_fail(&(job)->e, __VA_ARGS__)
 
 static void recall_unlink(struct recall_job *job)
 {
@@ -92,9 +79,9 @@ static void recall_finish(struct recall_job *job)
 	close(job->fd);
 	job->fd = -1;
 	hsm_fid_hex(&job->st.fid, fid);
-	if (job->err) {
+	if (job->e.err) {
 		mv->recalls_failed++;
-		log_warnx("recall of fid %s failed: %s", fid, job->msg);
+		log_warnx("recall of fid %s failed: %s", fid, job->e.msg);
 	} else {
 		mv->recalls_done++;
 		mv->bytes_recalled += job->bytes;
@@ -102,8 +89,8 @@ static void recall_finish(struct recall_job *job)
 	}
 	for (w = job->waiters; w; w = next) {
 		next = w->next;
-		w->cb(w->arg, job->err, job->err ? job->msg : NULL, job->bytes,
-		      job->err || !job->ctime.tv_sec ? NULL : &job->ctime);
+		w->cb(w->arg, job->e.err, job->e.err ? job->e.msg : NULL, job->bytes,
+		      job->e.err || !job->ctime.tv_sec ? NULL : &job->ctime);
 		free(w);
 	}
 	if (job->have_manifest)
@@ -235,7 +222,7 @@ static void recall_chunk_got(void *arg, int err, const char *msg, uint8_t *data,
 	struct recall_chunk *c = arg;
 	struct recall_job *job = c->job;
 
-	if (err || job->err) {
+	if (err || job->e.err) {
 		job->in_flight--;
 		if (err)
 			recall_fail(job, err == ENOENT ? EIO : err, "chunk %zu: %s", c->idx,
@@ -248,6 +235,18 @@ static void recall_chunk_got(void *arg, int err, const char *msg, uint8_t *data,
 	c->data = data;
 	c->len = len;
 	pool_submit(job->mv->pool, recall_chunk_work, recall_chunk_done, c);
+}
+
+void mover_fail(struct mover_error *e, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (e->err)
+		return;
+	e->err = err;
+	va_start(ap, fmt);
+	vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
+	va_end(ap);
 }
 
 static int recall_is_zero(struct mover *mv, const struct hsm_chunk *ch)
@@ -286,7 +285,7 @@ static void recall_pump(struct recall_job *job)
 {
 	struct mover *mv = job->mv;
 
-	while (!job->err && job->next_chunk < job->m.nchunks && job->in_flight < mv->window) {
+	while (!job->e.err && job->next_chunk < job->m.nchunks && job->in_flight < mv->window) {
 		struct recall_chunk *c = calloc(1, sizeof(*c));
 		char key[80];
 
@@ -308,13 +307,13 @@ static void recall_pump(struct recall_job *job)
 	}
 	if (job->in_flight)
 		return;
-	if (job->err && job->wrote) {
+	if (job->e.err && job->wrote) {
 		job->wrote = 0;
 		job->in_flight++; /* the undo; never decremented: it finishes the job */
 		pool_submit(mv->pool, recall_undo_work, recall_commit_done, job);
 		return;
 	}
-	if (job->err || !job->have_manifest) {
+	if (job->e.err || !job->have_manifest) {
 		recall_finish(job);
 		return;
 	}

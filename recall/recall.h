@@ -16,6 +16,15 @@ struct pool;
 struct store;
 struct recall_job;
 
+/* The first error of a job that runs in steps: later ones are its consequences. */
+struct mover_error {
+	int err; /* positive errno; 0 = none yet */
+	char msg[512];
+};
+
+void mover_fail(struct mover_error *e, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* Shared by recall, archive and release: who does the work, and counters. */
 struct mover {
 	struct ev_loop *loop;

@@ -28,38 +28,25 @@ struct release_job {
 	void *arg;
 	struct hsm_manifest m;
 	int have_manifest;
-	int err;
-	char msg[512];
+	struct mover_error e; /* the first error */
 	struct release_result res;
 };
 
-static void release_fail(struct release_job *job, int err, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void release_fail(struct release_job *job, int err, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (job->err)
-		return;
-	job->err = err;
-	va_start(ap, fmt);
-	vsnprintf(job->msg, sizeof(job->msg), fmt, ap);
-	va_end(ap);
-}
+#define release_fail(job, ...) mover_fail(&(job)->e, __VA_ARGS__)
 
 static void release_done(void *arg)
 {
 	struct release_job *job = arg;
 	struct mover *mv = job->mv;
 
-	if (job->err) {
+	if (job->e.err) {
 		mv->releases_failed++;
 	} else {
 		mv->releases_done++;
 		mv->bytes_released += job->res.freed;
 	}
-	job->cb(job->arg, job->err, job->err ? job->msg : NULL, job->err ? NULL : &job->res);
+	job->cb(job->arg, job->e.err, job->e.err ? job->e.msg : NULL,
+		job->e.err ? NULL : &job->res);
 	close(job->fd);
 	if (job->have_manifest)
 		manifest_free(&job->m);
@@ -269,7 +256,7 @@ void release_file(struct mover *mv, int fd, const struct hsm_state *st,
 	else if (st->state != HSM_STATE_ARCHIVED || st->archived_version != st->version)
 		release_fail(job, EBUSY, "is not archived (state %s); archive it first",
 			     hsm_state_name(st->state));
-	if (job->err) {
+	if (job->e.err) {
 		pool_submit(mv->pool, NULL, release_done, job);
 		return;
 	}

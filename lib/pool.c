@@ -8,7 +8,7 @@
 
 #include "lib/log.h"
 
-/* A job moves: submit list (loop) -> todo queue (threads) -> done queue (loop).
+/* A job moves: submitted (loop) -> queued (threads) -> done (loop).
  * The two queues are the only state shared with the threads; both are guarded by
  * the one mutex. */
 struct pool_job {
@@ -27,7 +27,7 @@ struct pool {
 	ev_async wake; /* threads -> loop: done jobs are waiting */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-	struct pool_queue todo, done;
+	struct pool_queue queued, done;
 	unsigned pending; /* submitted and not yet through done(); loop thread only */
 	int stopping;
 	unsigned nthreads;
@@ -60,14 +60,14 @@ static void *pool_thread(void *argp)
 	for (;;) {
 		struct pool_job *j;
 
-		while (!p->todo.head && !p->stopping)
+		while (!p->queued.head && !p->stopping)
 			pthread_cond_wait(&p->cv, &p->mu);
-		if (!p->todo.head)
+		if (!p->queued.head)
 			break;
-		j = p->todo.head;
-		p->todo.head = j->next;
-		if (!p->todo.head)
-			p->todo.tail = NULL;
+		j = p->queued.head;
+		p->queued.head = j->next;
+		if (!p->queued.head)
+			p->queued.tail = NULL;
 		pthread_mutex_unlock(&p->mu);
 
 		if (j->work)
@@ -152,7 +152,7 @@ void pool_submit(struct pool *p, pool_work_fn work, pool_done_fn done, void *arg
 	j->arg = arg;
 	p->pending++;
 	pthread_mutex_lock(&p->mu);
-	pool_queue_push(&p->todo, j);
+	pool_queue_push(&p->queued, j);
 	pthread_cond_signal(&p->cv);
 	pthread_mutex_unlock(&p->mu);
 }
@@ -172,7 +172,7 @@ void pool_free(struct pool *p)
 	pthread_mutex_unlock(&p->mu);
 	for (unsigned i = 0; i < p->nthreads; i++)
 		pthread_join(p->threads[i], NULL);
-	/* Threads finish the whole todo queue before they exit, so every job is
+	/* Threads finish the whole work queue before they exit, so every job is
 	 * now in done: run the callbacks so owners can free their args. */
 	pool_run_done(p);
 	ev_ref(p->loop);

@@ -483,15 +483,6 @@ static void ops_status(struct hsmd *h, struct ctl_conn *c)
 	ctl_end(c, 1, 0, 0, NULL, r);
 }
 
-static void ops_metric(char **buf, size_t *len, FILE *f, const char *name, const char *type,
-		       const char *help, uint64_t v)
-{
-	(void)buf;
-	(void)len;
-	fprintf(f, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name, type, name,
-		(unsigned long long)v);
-}
-
 static void ops_metrics(struct hsmd *h, struct ctl_conn *c)
 {
 	struct ops_counts *oc = malloc(sizeof(*oc));
@@ -511,32 +502,36 @@ static void ops_metrics(struct hsmd *h, struct ctl_conn *c)
 		ctl_end(c, 0, 0, 0, "out of memory", NULL);
 		return;
 	}
-	ops_metric(&buf, &len, f, "hsm_recalls_total", "counter", "Recalls finished.",
-		   h->mv.recalls_done);
-	ops_metric(&buf, &len, f, "hsm_recalls_failed_total", "counter", "Recalls that failed.",
-		   h->mv.recalls_failed);
-	ops_metric(&buf, &len, f, "hsm_recall_bytes_total", "counter", "Bytes recalled.",
-		   h->mv.bytes_recalled);
-	ops_metric(&buf, &len, f, "hsm_archives_total", "counter", "Archives finished.",
-		   h->mv.archives_done);
-	ops_metric(&buf, &len, f, "hsm_archives_failed_total", "counter", "Archives that failed.",
-		   h->mv.archives_failed);
-	ops_metric(&buf, &len, f, "hsm_archive_bytes_total", "counter", "Bytes archived.",
-		   h->mv.bytes_archived);
-	ops_metric(&buf, &len, f, "hsm_chunks_uploaded_total", "counter", "Chunk objects uploaded.",
-		   h->mv.chunks_uploaded);
-	ops_metric(&buf, &len, f, "hsm_releases_total", "counter", "Releases finished.",
-		   h->mv.releases_done);
-	ops_metric(&buf, &len, f, "hsm_releases_failed_total", "counter",
-		   "Releases refused or failed.", h->mv.releases_failed);
-	ops_metric(&buf, &len, f, "hsm_released_bytes_total", "counter", "Bytes freed by release.",
-		   h->mv.bytes_released);
-	ops_metric(&buf, &len, f, "hsm_events_total", "counter", "Permission events received.",
-		   h->ev_perm);
-	ops_metric(&buf, &len, f, "hsm_events_denied_total", "counter",
-		   "Permission events denied (EIO).", h->ev_denied);
-	ops_metric(&buf, &len, f, "hsm_recalls_active", "gauge", "Recalls in flight.",
-		   recall_active(&h->mv));
+	{
+		const struct {
+			const char *name, *type, *help;
+			uint64_t v;
+		} m[] = {
+		    {"hsm_recalls_total", "counter", "Recalls finished.", h->mv.recalls_done},
+		    {"hsm_recalls_failed_total", "counter", "Recalls that failed.",
+		     h->mv.recalls_failed},
+		    {"hsm_recall_bytes_total", "counter", "Bytes recalled.", h->mv.bytes_recalled},
+		    {"hsm_archives_total", "counter", "Archives finished.", h->mv.archives_done},
+		    {"hsm_archives_failed_total", "counter", "Archives that failed.",
+		     h->mv.archives_failed},
+		    {"hsm_archive_bytes_total", "counter", "Bytes archived.", h->mv.bytes_archived},
+		    {"hsm_chunks_uploaded_total", "counter", "Chunk objects uploaded.",
+		     h->mv.chunks_uploaded},
+		    {"hsm_releases_total", "counter", "Releases finished.", h->mv.releases_done},
+		    {"hsm_releases_failed_total", "counter", "Releases refused or failed.",
+		     h->mv.releases_failed},
+		    {"hsm_released_bytes_total", "counter", "Bytes freed by release.",
+		     h->mv.bytes_released},
+		    {"hsm_events_total", "counter", "Permission events received.", h->ev_perm},
+		    {"hsm_events_denied_total", "counter", "Permission events denied (EIO).",
+		     h->ev_denied},
+		    {"hsm_recalls_active", "gauge", "Recalls in flight.", recall_active(&h->mv)},
+		};
+
+		for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++)
+			fprintf(f, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", m[i].name, m[i].help,
+				m[i].name, m[i].type, m[i].name, (unsigned long long)m[i].v);
+	}
 	fprintf(f, "# HELP hsm_files Files by volume and state.\n# TYPE hsm_files gauge\n");
 	for (size_t i = 0; i < h->nvols; i++)
 		for (int s = 1; s <= 3; s++)

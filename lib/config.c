@@ -15,6 +15,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 
 #include "lib/hsmxattr.h"
 #include "lib/log.h"
@@ -34,7 +36,7 @@
 #define CFG_DEFAULT_GROUP     "hsm"
 #define CFG_DEFAULT_REGION    "us-east-1"
 
-enum cfg_section { SEC_NONE, SEC_SITE, SEC_STORE, SEC_VOLUME };
+enum cfg_section { SEC_NONE, SEC_SITE, SEC_STORE, SEC_VOLUME, SEC_PEER };
 
 struct cfg_parser;
 struct cfg_key;
@@ -56,10 +58,15 @@ struct cfg_key {
 	int flags;
 };
 
-#define CFG_NKEYS 19
+#define CFG_NKEYS 29
 
 struct cfg_volmeta {
 	int line;
+	int key_line[CFG_NKEYS];
+	char *peers; /* "peers =" as written, resolved once every [peer] is known */
+};
+
+struct cfg_peermeta {
 	int key_line[CFG_NKEYS];
 };
 
@@ -75,6 +82,7 @@ struct cfg_parser {
 	int store_line;
 	int key_line[CFG_NKEYS]; /* line that set each [site]/[store] key, 0 if unset */
 	struct cfg_volmeta vol[HSM_VOLUMES_MAX];
+	struct cfg_peermeta peer[HSM_PEERS_MAX];
 };
 
 static void cfg_fail(struct cfg_parser *p, int line, const char *fmt, ...)
@@ -788,6 +796,33 @@ static int cfg_set_recall(struct cfg_parser *p, const struct cfg_key *k, void *f
 	return 0;
 }
 
+static int cfg_set_priority(struct cfg_parser *p, const struct cfg_key *k, void *field,
+			    const char *v)
+{
+	static const char *const names[] = {"normal", "first", "last", "never"};
+	char shown[CFG_SHOW_BUF];
+
+	for (int i = 0; i < 4; i++) {
+		if (strcmp(v, names[i]) == 0) {
+			*(int *)field = i;
+			return 0;
+		}
+	}
+	cfg_fail(p, p->line, "bad %s \"%s\": expected normal, first, last or never", k->name,
+		 cfg_show(v, shown));
+	return -1;
+}
+
+/* Kept as written; checked against the [peer] sections at the end. */
+static int cfg_set_vol_peers(struct cfg_parser *p, const struct cfg_key *k, void *field,
+			     const char *v)
+{
+	(void)k;
+	(void)field;
+	p->vol[p->cfg->nvolumes - 1].peers = strdup(v);
+	return p->vol[p->cfg->nvolumes - 1].peers ? 0 : cfg_oom(p);
+}
+
 static int cfg_set_region(struct cfg_parser *p, const struct cfg_key *k, void *field, const char *v)
 {
 	char shown[CFG_SHOW_BUF];
@@ -865,6 +900,52 @@ bad:
 	cfg_fail(p, p->line, "bad %s \"%s\": expected http://HOST[:PORT] or https://HOST[:PORT]",
 		 k->name, cfg_show(v, shown));
 	return -1;
+}
+
+/* "ADDR:PORT" with a numeric address: the peer server binds exactly what is written. */
+static int cfg_set_listen(struct cfg_parser *p, const struct cfg_key *k, void *field, const char *v)
+{
+	char shown[CFG_SHOW_BUF], addr[64];
+	const char *colon = strrchr(v, ':');
+	struct in6_addr a6;
+	struct in_addr a4;
+	size_t n;
+
+	if (!colon || !cfg_port_valid(colon + 1, strlen(colon + 1)))
+		goto bad;
+	n = (size_t)(colon - v);
+	if (n >= 2 && v[0] == '[' && v[n - 1] == ']' && n - 2 < sizeof(addr)) {
+		memcpy(addr, v + 1, n - 2);
+		addr[n - 2] = '\0';
+		if (inet_pton(AF_INET6, addr, &a6) != 1)
+			goto bad;
+	} else {
+		if (n >= sizeof(addr))
+			goto bad;
+		memcpy(addr, v, n);
+		addr[n] = '\0';
+		if (inet_pton(AF_INET, addr, &a4) != 1)
+			goto bad;
+	}
+	return cfg_store_string(p, field, v);
+bad:
+	cfg_fail(p, p->line, "bad %s \"%s\": expected IPV4:PORT or [IPV6]:PORT (a numeric address)",
+		 k->name, cfg_show(v, shown));
+	return -1;
+}
+
+static int cfg_set_peer_url(struct cfg_parser *p, const struct cfg_key *k, void *field,
+			    const char *v)
+{
+	char shown[CFG_SHOW_BUF];
+
+	if (strncmp(v, "https://", 8) != 0) {
+		cfg_fail(p, p->line,
+			 "bad %s \"%s\": expected https://HOST:PORT (peers talk TLS only)", k->name,
+			 cfg_show(v, shown));
+		return -1;
+	}
+	return cfg_set_endpoint(p, k, field, v);
 }
 
 /* S3 bucket naming rules: 3 to 63 of [a-z0-9.-], starting and ending alphanumeric. */
@@ -988,6 +1069,7 @@ static int cfg_set_url(struct cfg_parser *p, const struct cfg_key *k, void *fiel
 
 #define CFG_C(f) offsetof(struct hsm_config, f)
 #define CFG_V(f) offsetof(struct hsm_volume_cfg, f)
+#define CFG_P(f) offsetof(struct hsm_peer_cfg, f)
 
 static const struct cfg_key cfg_keys[CFG_NKEYS] = {
     {SEC_SITE, "name", cfg_set_site, CFG_C(site), 0, 0, 0, 0},
@@ -1012,6 +1094,15 @@ static const struct cfg_key cfg_keys[CFG_NKEYS] = {
     {SEC_VOLUME, "path", cfg_set_path, CFG_V(path), 0, PATH_MAX - 1, 0, CFG_NOT_ROOT},
     {SEC_VOLUME, "backing", cfg_set_path, CFG_V(backing), 0, PATH_MAX - 1, 0, CFG_NOT_ROOT},
     {SEC_VOLUME, "recall", cfg_set_recall, CFG_V(recall), 0, 0, 0, 0},
+    {SEC_VOLUME, "peers", cfg_set_vol_peers, 0, 0, 0, 0, 0},
+    {SEC_SITE, "listen", cfg_set_listen, CFG_C(listen), 0, 0, 0, 0},
+    {SEC_SITE, "tls_ca", cfg_set_path, CFG_C(tls_ca), 0, PATH_MAX - 1, 0, 0},
+    {SEC_SITE, "tls_cert", cfg_set_path, CFG_C(tls_cert), 0, PATH_MAX - 1, 0, 0},
+    {SEC_SITE, "tls_key", cfg_set_path, CFG_C(tls_key), 0, PATH_MAX - 1, 0, 0},
+    {SEC_SITE, "peer_timeout", cfg_set_seconds, CFG_C(peer_timeout), 1, 3600, 0, 0},
+    {SEC_PEER, "url", cfg_set_peer_url, CFG_P(url), 0, 0, 0, 0},
+    {SEC_PEER, "cost", cfg_set_int, CFG_P(cost), 0, 1000000, 0, 0},
+    {SEC_PEER, "priority", cfg_set_priority, CFG_P(priority), 0, 0, 0, 0},
 };
 
 static int cfg_key_index(int section, const char *name)
@@ -1046,7 +1137,10 @@ static const char *cfg_section_name(struct cfg_parser *p, char *out, size_t cap)
 		return "[site]";
 	if (p->section == SEC_STORE)
 		return "[store]";
-	snprintf(out, cap, "[volume %s]", cfg_cur_volume(p)->name);
+	if (p->section == SEC_PEER)
+		snprintf(out, cap, "[peer %s]", p->cfg->peers[p->cfg->npeers - 1].name);
+	else
+		snprintf(out, cap, "[volume %s]", cfg_cur_volume(p)->name);
 	return out;
 }
 
@@ -1089,6 +1183,39 @@ static int cfg_open_volume(struct cfg_parser *p, const char *name)
 	return 0;
 }
 
+static int cfg_open_peer(struct cfg_parser *p, const char *name)
+{
+	struct hsm_config *cfg = p->cfg;
+	char shown[CFG_SHOW_BUF];
+
+	if (!hsm_site_name_valid(name)) {
+		cfg_fail(p, p->line,
+			 "invalid peer name \"%s\": expected [peer SITE], SITE being 1 to %d of "
+			 "a-z, 0-9, '_', '-', starting with a letter",
+			 cfg_show(name, shown), HSM_SITE_MAX);
+		return -1;
+	}
+	for (size_t i = 0; i < cfg->npeers; i++) {
+		if (strcmp(cfg->peers[i].name, name) == 0) {
+			cfg_fail(p, p->line, "duplicate peer \"%s\" (first defined at line %d)",
+				 name, cfg->peers[i].line);
+			return -1;
+		}
+	}
+	if (cfg->npeers == HSM_PEERS_MAX) {
+		cfg_fail(p, p->line, "too many peers: at most %d", HSM_PEERS_MAX);
+		return -1;
+	}
+	cfg->peers[cfg->npeers].name = strdup(name);
+	if (!cfg->peers[cfg->npeers].name)
+		return cfg_oom(p);
+	cfg->peers[cfg->npeers].line = p->line;
+	cfg->peers[cfg->npeers].cost = 100;
+	cfg->npeers++;
+	p->section = SEC_PEER;
+	return 0;
+}
+
 static int cfg_open_single(struct cfg_parser *p, int section, int *seen, const char *what)
 {
 	if (*seen) {
@@ -1124,7 +1251,10 @@ static int cfg_section(struct cfg_parser *p, char *s)
 		return cfg_open_single(p, SEC_STORE, &p->store_line, "[store]");
 	if (strncmp(in, "volume", 6) == 0 && (in[6] == '\0' || cfg_is_space(in[6])))
 		return cfg_open_volume(p, cfg_skip_space(in + 6));
-	cfg_fail(p, p->line, "unknown section [%s]: expected [site], [store] or [volume NAME]",
+	if (strncmp(in, "peer", 4) == 0 && (in[4] == '\0' || cfg_is_space(in[4])))
+		return cfg_open_peer(p, cfg_skip_space(in + 4));
+	cfg_fail(p, p->line,
+		 "unknown section [%s]: expected [site], [store], [peer SITE] or [volume NAME]",
 		 cfg_show(in, shown));
 	return -1;
 }
@@ -1169,6 +1299,9 @@ static int cfg_assignment(struct cfg_parser *p, char *s)
 	if (p->section == SEC_VOLUME) {
 		lines = p->vol[p->cfg->nvolumes - 1].key_line;
 		base = cfg_cur_volume(p);
+	} else if (p->section == SEC_PEER) {
+		lines = p->peer[p->cfg->npeers - 1].key_line;
+		base = &p->cfg->peers[p->cfg->npeers - 1];
 	} else {
 		lines = p->key_line;
 		base = p->cfg;
@@ -1384,6 +1517,102 @@ static int cfg_finish_volumes(struct cfg_parser *p)
 	return 0;
 }
 
+/* Resolves each volume's "peers =" into indexes of [peer] sections. */
+static int cfg_finish_vol_peers(struct cfg_parser *p, size_t i)
+{
+	struct hsm_config *cfg = p->cfg;
+	struct hsm_volume_cfg *v = &cfg->volumes[i];
+	int line = p->vol[i].key_line[cfg_key_index(SEC_VOLUME, "peers")];
+	char shown[CFG_SHOW_BUF], *save = NULL, *tok;
+
+	if (!p->vol[i].peers)
+		return 0;
+	v->peers = calloc(HSM_PEERS_MAX, sizeof(*v->peers));
+	if (!v->peers)
+		return cfg_oom(p);
+	for (tok = strtok_r(p->vol[i].peers, ", \t", &save); tok;
+	     tok = strtok_r(NULL, ", \t", &save)) {
+		const struct hsm_peer_cfg *pc = config_peer(cfg, tok);
+		int idx;
+
+		if (!pc) {
+			cfg_fail(p, line,
+				 "volume \"%s\" names peer \"%s\", which has no [peer %s] section",
+				 v->name, cfg_show(tok, shown), cfg_show(tok, shown));
+			return -1;
+		}
+		idx = (int)(pc - cfg->peers);
+		if (config_volume_has_peer(v, idx)) {
+			cfg_fail(p, line, "volume \"%s\" names peer \"%s\" twice", v->name, tok);
+			return -1;
+		}
+		v->peers[v->npeers++] = idx;
+	}
+	return 0;
+}
+
+static int cfg_finish_peers(struct cfg_parser *p)
+{
+	struct hsm_config *cfg = p->cfg;
+	static const char *const tls[] = {"tls_ca", "tls_cert", "tls_key"};
+	char *const *tlsv[] = {&cfg->tls_ca, &cfg->tls_cert, &cfg->tls_key};
+
+	if (cfg->peer_timeout <= 0)
+		cfg->peer_timeout = 10;
+	for (size_t i = 0; i < cfg->npeers; i++) {
+		if (!cfg->peers[i].url) {
+			cfg_fail(p, cfg->peers[i].line,
+				 "[peer %s] has no url: expected url = https://HOST:PORT",
+				 cfg->peers[i].name);
+			return -1;
+		}
+		if (strcmp(cfg->peers[i].name, cfg->site) == 0) {
+			cfg_fail(p, cfg->peers[i].line, "[peer %s] is this site itself",
+				 cfg->peers[i].name);
+			return -1;
+		}
+	}
+	for (size_t i = 0; i < cfg->nvolumes; i++)
+		if (cfg_finish_vol_peers(p, i) < 0)
+			return -1;
+	if (!cfg->npeers && !cfg->listen)
+		return 0;
+	for (int i = 0; i < 3; i++) {
+		if (!*tlsv[i]) {
+			cfg_fail(p, p->site_line ? p->site_line : cfg_end_line(p),
+				 "[site] has peers or listen but no %s: sites authenticate each "
+				 "other with certificates (see hsm ca)",
+				 tls[i]);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+const struct hsm_peer_cfg *config_peer(const struct hsm_config *cfg, const char *name)
+{
+	for (size_t i = 0; i < cfg->npeers; i++)
+		if (strcmp(cfg->peers[i].name, name) == 0)
+			return &cfg->peers[i];
+	return NULL;
+}
+
+int config_volume_has_peer(const struct hsm_volume_cfg *v, int peer)
+{
+	for (size_t i = 0; i < v->npeers; i++)
+		if (v->peers[i] == peer)
+			return 1;
+	return 0;
+}
+
+const struct hsm_volume_cfg *config_volume(const struct hsm_config *cfg, const char *name)
+{
+	for (size_t i = 0; i < cfg->nvolumes; i++)
+		if (strcmp(cfg->volumes[i].name, name) == 0)
+			return &cfg->volumes[i];
+	return NULL;
+}
+
 /* Loading */
 
 static struct hsm_config *cfg_new(void)
@@ -1393,7 +1622,10 @@ static struct hsm_config *cfg_new(void)
 	if (!cfg)
 		return NULL;
 	cfg->volumes = calloc(HSM_VOLUMES_MAX, sizeof(*cfg->volumes));
-	if (!cfg->volumes) {
+	cfg->peers = calloc(HSM_PEERS_MAX, sizeof(*cfg->peers));
+	if (!cfg->volumes || !cfg->peers) {
+		free(cfg->volumes);
+		free(cfg->peers);
 		free(cfg);
 		return NULL;
 	}
@@ -1432,12 +1664,14 @@ static int cfg_load_text(const char *name, const char *text, size_t len, struct 
 		goto out;
 	}
 	if (cfg_parse_text(p, text, len) < 0 || cfg_finish_site(p) < 0 || cfg_finish_store(p) < 0 ||
-	    cfg_finish_volumes(p) < 0)
+	    cfg_finish_volumes(p) < 0 || cfg_finish_peers(p) < 0)
 		goto out;
 	*out = p->cfg;
 	p->cfg = NULL;
 	r = 0;
 out:
+	for (size_t i = 0; i < HSM_VOLUMES_MAX; i++)
+		free(p->vol[i].peers);
 	config_free(p->cfg);
 	free(p);
 	return r;
@@ -1557,9 +1791,21 @@ void config_free(struct hsm_config *cfg)
 			free(cfg->volumes[i].name);
 			free(cfg->volumes[i].path);
 			free(cfg->volumes[i].backing);
+			free(cfg->volumes[i].peers);
 		}
 		free(cfg->volumes);
 	}
+	if (cfg->peers) {
+		for (size_t i = 0; i < cfg->npeers; i++) {
+			free(cfg->peers[i].name);
+			free(cfg->peers[i].url);
+		}
+		free(cfg->peers);
+	}
+	free(cfg->listen);
+	free(cfg->tls_ca);
+	free(cfg->tls_cert);
+	free(cfg->tls_key);
 	free(cfg);
 }
 

@@ -5,9 +5,13 @@
  *                  credentials (file of key = value, must be mode 0600 and owned
  *                  by root or the caller), chunk_size, multipart_threshold,
  *                  part_size, max_connections, retries, timeout
+ *                  listen (ADDR:PORT of the peer server), tls_ca, tls_cert, tls_key,
+ *                  peer_timeout
+ *   [peer NAME]    url (https://HOST:PORT), cost, priority (normal | first | last |
+ *                  never)
  *   [volume NAME]  path (where users access it), backing (hsmd's own access
  *                  path on the same filesystem; default = path), recall
- *                  (open | access)
+ *                  (open | access), peers (the other sites sharing the volume)
  *
  * Every error is reported as "FILE:LINE: message" and nothing is returned. */
 #ifndef HSM_CONFIG_H
@@ -17,9 +21,25 @@
 #include <stdint.h>
 
 #define HSM_VOLUMES_MAX 64
+#define HSM_PEERS_MAX	32
 
 enum hsm_store_kind { HSM_STORE_FILE = 1, HSM_STORE_S3 = 2 };
 enum hsm_recall_mode { HSM_RECALL_OPEN = 0, HSM_RECALL_ACCESS = 1 };
+/* Overrides of the cost order of recall sources (DESIGN §7). */
+enum hsm_peer_priority {
+	HSM_PRIO_NORMAL = 0,
+	HSM_PRIO_FIRST = 1, /* before every normal source, owner included */
+	HSM_PRIO_LAST = 2,  /* after the object store */
+	HSM_PRIO_NEVER = 3, /* never a recall source (still a namespace peer) */
+};
+
+struct hsm_peer_cfg {
+	char *name; /* site name of the peer: its certificate's CN */
+	char *url;  /* https://HOST:PORT, no trailing '/' */
+	int cost;   /* link cost, lower is preferred; default 100 */
+	int priority;
+	int line; /* where [peer NAME] was opened */
+};
 
 struct hsm_store_cfg {
 	int kind;	   /* enum hsm_store_kind */
@@ -48,6 +68,8 @@ struct hsm_volume_cfg {
 	int recall;	  /* enum hsm_recall_mode */
 	int path_line;	  /* where path was set, for messages */
 	int backing_line; /* where backing was set; 0 = defaulted to path */
+	size_t npeers;	  /* the other sites that share this volume */
+	int *peers;	  /* indexes into hsm_config.peers */
 };
 
 struct hsm_config {
@@ -59,6 +81,11 @@ struct hsm_config {
 	int log_level;		    /* enum log_level, default info */
 	int workers;		    /* I/O and hashing threads; default 0 = 16 */
 	struct hsm_store_cfg store; /* default file://STATE_DIR/objects */
+	char *listen;		    /* peer server "ADDR:PORT", NULL = none */
+	char *tls_ca, *tls_cert, *tls_key; /* required when there are peers or listen */
+	double peer_timeout;		   /* seconds without progress; default 10 */
+	size_t npeers;
+	struct hsm_peer_cfg *peers;
 	size_t nvolumes;	    /* at least one */
 	struct hsm_volume_cfg *volumes;
 };
@@ -79,5 +106,12 @@ int config_parse_size(const char *s, uint64_t *out);
  * the part below the volume root ("" for the root itself), pointing into abs_path. */
 const struct hsm_volume_cfg *config_volume_for(const struct hsm_config *cfg, const char *abs_path,
 					       const char **rel);
+
+/* The peer named name, or NULL. */
+const struct hsm_peer_cfg *config_peer(const struct hsm_config *cfg, const char *name);
+/* 1 if the peer (index into cfg->peers) shares volume v. */
+int config_volume_has_peer(const struct hsm_volume_cfg *v, int peer);
+/* The volume named name, or NULL. */
+const struct hsm_volume_cfg *config_volume(const struct hsm_config *cfg, const char *name);
 
 #endif

@@ -19,7 +19,7 @@
 #include "lib/log.h"
 
 #define SITE "[site]\nname = ny\n"
-#define VOL "[volume v]\npath = /srv/v\n"
+#define VOL  "[volume v]\npath = /srv/v\n"
 
 static char tmpdir[64];
 
@@ -142,7 +142,8 @@ static void test_every_key(void **state)
 	(void)state;
 	write_creds("# keys for the test bucket\n\naccess_key = AKIDEXAMPLE\n"
 		    "secret_key = \"wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY\"  # quoted\n"
-		    "  session_token=tok#123\n", 0600, creds, sizeof(creds));
+		    "  session_token=tok#123\n",
+		    0600, creds, sizeof(creds));
 	snprintf(text, sizeof(text),
 		 "# every key\n"
 		 "[site]\n"
@@ -249,7 +250,7 @@ static void test_volume_prefix_names_do_not_nest(void **state)
 
 	(void)state;
 	cfg = load_ok(SITE "[volume a]\npath = /srv/a\n[volume ab]\npath = /srv/ab\n"
-		      "[volume b]\npath = /srv/a-b\nbacking = /srv/a.b\n");
+			   "[volume b]\npath = /srv/a-b\nbacking = /srv/a.b\n");
 	assert_int_equal(cfg->nvolumes, 3);
 	config_free(cfg);
 }
@@ -262,207 +263,293 @@ struct bad_case {
 #define LONG33 "abcdefghijklmnopqrstuvwxyzabcdefg"
 
 static const struct bad_case bad_cases[] = {
-	/* structure */
-	{ "", "t.conf:1: missing [site] section with name = SITE" },
-	{ "# nothing\n\n", "t.conf:2: missing [site] section with name = SITE" },
-	{ "[site]\n" VOL, "t.conf:1: [site] has no name: expected name = SITE" },
-	{ SITE, "t.conf:2: no [volume NAME] section: at least one volume is required" },
-	{ "name = ny\n", "t.conf:1: \"name\" is outside any section: expected [site], [store] or "
-	  "[volume NAME] first" },
-	{ "[sites]\n", "t.conf:1: unknown section [sites]: expected [site], [store] or "
-	  "[volume NAME]" },
-	{ "[site extra]\n", "t.conf:1: unknown section [site extra]: expected [site], [store] or "
-	  "[volume NAME]" },
-	{ "[volumes x]\n", "t.conf:1: unknown section [volumes x]: expected [site], [store] or "
-	  "[volume NAME]" },
-	{ "[site\n", "t.conf:1: expected \"]\" to close the section header, found \"[site\"" },
-	{ "[site] x\n", "t.conf:1: unexpected text \"x\" after the section header" },
-	{ "[volume]\n", "t.conf:1: missing volume name: expected [volume NAME]" },
-	{ "[volume   ]\n", "t.conf:1: missing volume name: expected [volume NAME]" },
-	{ "[volume Home]\n", "t.conf:1: invalid volume name \"Home\": expected 1 to 32 of a-z, "
-	  "0-9, '_', '-'" },
-	{ "[volume a b]\n", "t.conf:1: invalid volume name \"a b\": expected 1 to 32 of a-z, "
-	  "0-9, '_', '-'" },
-	{ "[volume " LONG33 "]\n", "t.conf:1: invalid volume name \"" LONG33 "\": expected 1 to "
-	  "32 of a-z, 0-9, '_', '-'" },
-	{ SITE "[volume v]\npath = /a\n[volume v]\n", "t.conf:5: duplicate volume \"v\" (first "
-	  "defined at line 3)" },
-	{ SITE SITE, "t.conf:3: duplicate section [site] (first at line 1)" },
-	{ SITE "[store]\n[store]\n", "t.conf:4: duplicate section [store] (first at line 3)" },
-	/* lines */
-	{ SITE "nam = x\n", "t.conf:3: unknown key \"nam\" in [site]: expected one of name, "
-	  "state_dir, socket, socket_group, log_level, workers" },
-	{ SITE "[store]\nbucket = x\n", "t.conf:4: unknown key \"bucket\" in [store]: expected "
-	  "one of url, endpoint, region, credentials, chunk_size, multipart_threshold, "
-	  "part_size, max_connections, retries, timeout" },
-	{ SITE "[volume v]\nsize = 1\n", "t.conf:4: unknown key \"size\" in [volume v]: "
-	  "expected one of path, backing, recall" },
-	{ SITE "Name = x\n", "t.conf:3: unknown key \"Name\" in [site]: expected one of name, "
-	  "state_dir, socket, socket_group, log_level, workers" },
-	{ SITE "name = ldn\n", "t.conf:3: duplicate key \"name\" in [site] (first set at "
-	  "line 2)" },
-	{ SITE "[volume v]\npath = /a\nrecall = open\npath = /b\n", "t.conf:6: duplicate key "
-	  "\"path\" in [volume v] (first set at line 4)" },
-	{ "[site]\nname ny\n", "t.conf:2: expected \"key = value\" or [section], found "
-	  "\"name ny\"" },
-	{ "[site]\nname\n", "t.conf:2: expected \"key = value\" or [section], found \"name\"" },
-	{ "[site]\n\"name\" = ny\n", "t.conf:2: unknown key \"\\x22name\\x22\" in [site]: "
-	  "expected one of name, state_dir, socket, socket_group, log_level, workers" },
-	{ "[site]\n= ny\n", "t.conf:2: missing key before \"=\", found \"= ny\"" },
-	{ "[site]\nname =\n", "t.conf:2: missing value for \"name\"" },
-	{ "[site]\nname = # none\n", "t.conf:2: missing value for \"name\"" },
-	{ "[site]\nname = \"\"\n", "t.conf:2: missing value for \"name\"" },
-	{ "[site]\nname = \"ny\n", "t.conf:2: unterminated quoted value for \"name\"" },
-	{ "[site]\nname = \"n\\y\"\n", "t.conf:2: bad escape in quoted value: only \\\" and \\\\ "
-	  "are allowed for \"name\"" },
-	{ "[site]\nname = \"ny\" x\n", "t.conf:2: unexpected text after the closing quote for "
-	  "\"name\"" },
-	/* [site] values */
-	{ "[site]\nname = NY\n", "t.conf:2: invalid site name \"NY\": expected 1 to 32 of a-z, "
-	  "0-9, '_', '-', starting with a letter" },
-	{ "[site]\nname = 1ny\n", "t.conf:2: invalid site name \"1ny\": expected 1 to 32 of a-z, "
-	  "0-9, '_', '-', starting with a letter" },
-	{ "[site]\nname = " LONG33 "\n", "t.conf:2: invalid site name \"" LONG33 "\": expected 1 "
-	  "to 32 of a-z, 0-9, '_', '-', starting with a letter" },
-	{ "[site]\nname = \"n y\"\n", "t.conf:2: invalid site name \"n y\": expected 1 to 32 of "
-	  "a-z, 0-9, '_', '-', starting with a letter" },
-	{ SITE "state_dir = var/lib\n", "t.conf:3: state_dir \"var/lib\" is not an absolute path: "
-	  "expected a path starting with '/'" },
-	{ SITE "state_dir = /var/../etc\n", "t.conf:3: state_dir \"/var/../etc\" contains a "
-	  "\"..\" component: expected a path without \"..\"" },
-	{ SITE "state_dir = /var/lib/..\n", "t.conf:3: state_dir \"/var/lib/..\" contains a "
-	  "\"..\" component: expected a path without \"..\"" },
-	{ SITE "socket = /run/hsmd/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-	  "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n", "t.conf:3: socket \"/run/hsmd/aaaaaaaaaa"
-	  "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...\" is too long: at most 107 bytes" },
-	{ SITE "socket_group = \"a b\"\n", "t.conf:3: invalid socket_group \"a b\": expected a "
-	  "group name of at most 32 letters, digits, '_', '.', '-'" },
-	{ SITE "log_level = verbose\n", "t.conf:3: bad log_level \"verbose\": expected error, "
-	  "warn, info or debug" },
-	{ SITE "workers = 257\n", "t.conf:3: bad workers \"257\": expected a whole number from 0 "
-	  "to 256" },
-	{ SITE "workers = -1\n", "t.conf:3: bad workers \"-1\": expected a whole number from 0 "
-	  "to 256" },
-	{ SITE "workers = +1\n", "t.conf:3: bad workers \"+1\": expected a whole number from 0 "
-	  "to 256" },
-	{ SITE "workers = 4x\n", "t.conf:3: bad workers \"4x\": expected a whole number from 0 "
-	  "to 256" },
-	{ SITE "workers = 99999999999999999999999\n", "t.conf:3: bad workers "
-	  "\"99999999999999999999999\": expected a whole number from 0 to 256" },
-	/* [store] values */
-	{ SITE "[store]\nurl = http://x\n", "t.conf:4: unsupported store url \"http://x\": "
-	  "expected file:///PATH or s3://BUCKET[/PREFIX]" },
-	{ SITE "[store]\nurl = /data/objects\n", "t.conf:4: unsupported store url "
-	  "\"/data/objects\": expected file:///PATH or s3://BUCKET[/PREFIX]" },
-	{ SITE "[store]\nurl = s3://\n", "t.conf:4: store url \"s3://\" has no bucket: expected "
-	  "s3://BUCKET[/PREFIX]" },
-	{ SITE "[store]\nurl = s3:///prefix\n", "t.conf:4: store url \"s3:///prefix\" has no "
-	  "bucket: expected s3://BUCKET[/PREFIX]" },
-	{ SITE "[store]\nurl = s3://My_Bucket\n", "t.conf:4: invalid bucket name \"My_Bucket\": "
-	  "expected 3 to 63 of a-z, 0-9, '.', '-', starting and ending with a letter or digit" },
-	{ SITE "[store]\nurl = s3://ab\n", "t.conf:4: invalid bucket name \"ab\": expected 3 to "
-	  "63 of a-z, 0-9, '.', '-', starting and ending with a letter or digit" },
-	{ SITE "[store]\nurl = s3://bkt-/x\n", "t.conf:4: invalid bucket name \"bkt-\": expected "
-	  "3 to 63 of a-z, 0-9, '.', '-', starting and ending with a letter or digit" },
-	{ SITE "[store]\nurl = s3://bkt/a/../b\n", "t.conf:4: invalid prefix in store url "
-	  "\"s3://bkt/a/../b\": expected at most 512 of A-Z, a-z, 0-9, '/', '.', '_', '-' "
-	  "without \".\" or \"..\" components" },
-	{ SITE "[store]\nurl = s3://bkt/a b\n", "t.conf:4: invalid prefix in store url "
-	  "\"s3://bkt/a b\": expected at most 512 of A-Z, a-z, 0-9, '/', '.', '_', '-' "
-	  "without \".\" or \"..\" components" },
-	{ SITE "[store]\nurl = s3://bkt?x=1\n", "t.conf:4: invalid bucket name \"bkt?x=1\": "
-	  "expected 3 to 63 of a-z, 0-9, '.', '-', starting and ending with a letter or digit" },
-	{ SITE "[store]\nurl = file://data\n", "t.conf:4: store url \"file://data\" has no "
-	  "absolute path: expected file:///PATH" },
-	{ SITE "[store]\nurl = file:///a/../b\n", "t.conf:4: store url path \"/a/../b\" "
-	  "contains a \"..\" component: expected a path without \"..\"" },
-	{ SITE "[store]\nurl = s3://bkt\nendpoint = ftp://h\n", "t.conf:5: bad endpoint "
-	  "\"ftp://h\": expected http://HOST[:PORT] or https://HOST[:PORT]" },
-	{ SITE "[store]\nurl = s3://bkt\nendpoint = https://\n", "t.conf:5: bad endpoint "
-	  "\"https://\": expected http://HOST[:PORT] or https://HOST[:PORT]" },
-	{ SITE "[store]\nurl = s3://bkt\nendpoint = https://h:0\n", "t.conf:5: bad endpoint "
-	  "\"https://h:0\": expected http://HOST[:PORT] or https://HOST[:PORT]" },
-	{ SITE "[store]\nurl = s3://bkt\nendpoint = https://h:65536\n", "t.conf:5: bad endpoint "
-	  "\"https://h:65536\": expected http://HOST[:PORT] or https://HOST[:PORT]" },
-	{ SITE "[store]\nurl = s3://bkt\nendpoint = https://h/path\n", "t.conf:5: bad endpoint "
-	  "\"https://h/path\": expected http://HOST[:PORT] or https://HOST[:PORT]" },
-	{ SITE "[store]\nurl = s3://bkt\nendpoint = https://[::1\n", "t.conf:5: bad endpoint "
-	  "\"https://[::1\": expected http://HOST[:PORT] or https://HOST[:PORT]" },
-	{ SITE "[store]\nurl = s3://bkt\nregion = \"US East\"\n", "t.conf:5: bad region "
-	  "\"US East\": expected a region name such as us-east-1" },
-	{ SITE "[store]\nchunk_size = 4k\n", "t.conf:4: chunk_size 4k is out of range: expected "
-	  "64k to 64M" },
-	{ SITE "[store]\nchunk_size = 128M\n", "t.conf:4: chunk_size 128M is out of range: "
-	  "expected 64k to 64M" },
-	{ SITE "[store]\nchunk_size = 65537\n", "t.conf:4: chunk_size 65537 is not a multiple "
-	  "of 4096" },
-	{ SITE "[store]\nchunk_size = 4 M\n", "t.conf:4: bad chunk_size \"4 M\": expected a size "
-	  "such as 4096, 512k, 4M, 64MiB or 1G" },
-	{ SITE "[store]\nchunk_size = 99999999999999999999\n", "t.conf:4: bad chunk_size "
-	  "\"99999999999999999999\": expected a size such as 4096, 512k, 4M, 64MiB or 1G" },
-	{ SITE "[store]\npart_size = 4M\n", "t.conf:4: part_size 4M is out of range: expected "
-	  "5M to 5G" },
-	{ SITE "[store]\npart_size = 5242879\n", "t.conf:4: part_size 5242879 is out of range: "
-	  "expected 5M to 5G" },
-	{ SITE "[store]\nmultipart_threshold = 6G\n", "t.conf:4: multipart_threshold 6G is out "
-	  "of range: expected 5M to 5G" },
-	{ SITE "[store]\nmax_connections = 0\n", "t.conf:4: bad max_connections \"0\": expected "
-	  "a whole number from 1 to 256" },
-	{ SITE "[store]\nretries = 101\n", "t.conf:4: bad retries \"101\": expected a whole "
-	  "number from 0 to 100" },
-	{ SITE "[store]\ntimeout = 0\n", "t.conf:4: bad timeout \"0\": expected seconds, more "
-	  "than 0 and at most 3600" },
-	{ SITE "[store]\ntimeout = 0.0\n", "t.conf:4: bad timeout \"0.0\": expected seconds, more "
-	  "than 0 and at most 3600" },
-	{ SITE "[store]\ntimeout = 3601\n", "t.conf:4: bad timeout \"3601\": expected seconds, "
-	  "more than 0 and at most 3600" },
-	{ SITE "[store]\ntimeout = 1e3\n", "t.conf:4: bad timeout \"1e3\": expected seconds, more "
-	  "than 0 and at most 3600" },
-	{ SITE "[store]\ntimeout = inf\n", "t.conf:4: bad timeout \"inf\": expected seconds, more "
-	  "than 0 and at most 3600" },
-	{ SITE "[store]\ntimeout = 1.\n", "t.conf:4: bad timeout \"1.\": expected seconds, more "
-	  "than 0 and at most 3600" },
-	{ SITE "[store]\ntimeout = .5\n", "t.conf:4: bad timeout \".5\": expected seconds, more "
-	  "than 0 and at most 3600" },
-	{ SITE "[store]\ntimeout = -1\n", "t.conf:4: bad timeout \"-1\": expected seconds, more "
-	  "than 0 and at most 3600" },
-	{ SITE "[store]\ncredentials = creds\n", "t.conf:4: credentials \"creds\" is not an "
-	  "absolute path: expected a path starting with '/'" },
-	{ SITE "[store]\nendpoint = http://h\n" VOL, "t.conf:4: endpoint applies only to an "
-	  "s3:// store url" },
-	{ SITE "[store]\nurl = file:///o\nregion = us-east-1\n" VOL, "t.conf:5: region applies "
-	  "only to an s3:// store url" },
-	/* volumes */
-	{ SITE "[volume v]\nrecall = open\n", "t.conf:3: volume \"v\" has no path: expected "
-	  "path = /ABSOLUTE/PATH" },
-	{ SITE "[volume v]\npath = /\n", "t.conf:4: path must not be \"/\": expected a directory "
-	  "below the root" },
-	{ SITE "[volume v]\npath = //./\n", "t.conf:4: path must not be \"/\": expected a "
-	  "directory below the root" },
-	{ SITE "[volume v]\npath = srv/v\n", "t.conf:4: path \"srv/v\" is not an absolute path: "
-	  "expected a path starting with '/'" },
-	{ SITE "[volume v]\npath = /srv/v\nbacking = /mnt/../v\n", "t.conf:5: backing "
-	  "\"/mnt/../v\" contains a \"..\" component: expected a path without \"..\"" },
-	{ SITE "[volume v]\npath = /srv/v\nrecall = read\n", "t.conf:5: bad recall \"read\": "
-	  "expected open or access" },
-	{ SITE "[volume a]\npath = /srv/a\n[volume b]\npath = /srv/a/b\n", "t.conf:6: volume "
-	  "\"b\" path /srv/a/b is inside volume \"a\" path /srv/a (line 4)" },
-	{ SITE "[volume a]\npath = /srv/a\n[volume b]\npath = /srv/a/\n", "t.conf:6: volume "
-	  "\"b\" has the same path /srv/a as volume \"a\" (line 4)" },
-	{ SITE "[volume a]\npath = /srv/a/x\n[volume b]\npath = /srv\n", "t.conf:6: volume "
-	  "\"b\" path /srv contains volume \"a\" path /srv/a/x (line 4)" },
-	{ SITE "[volume a]\npath = /srv/a\nbacking = /m\n[volume b]\npath = /srv/b\n"
-	  "backing = /m/b\n", "t.conf:8: volume \"b\" backing /m/b is inside volume \"a\" "
-	  "backing /m (line 5)" },
-	{ SITE "[volume a]\npath = /srv/a\n[volume b]\npath = /srv/b\nbacking = /srv/a\n",
-	  "t.conf:7: volume \"b\" has the same backing /srv/a as volume \"a\" (line 3)" },
-	{ "[site]\nname = ny\nstate_dir = /srv/v/.hsm\n" VOL, "t.conf:3: state_dir "
-	  "/srv/v/.hsm is inside volume \"v\" (path /srv/v, line 5)" },
-	{ SITE "[volume v]\npath = /var\n", "t.conf:4: volume \"v\" path /var contains the "
-	  "default state_dir /var/lib/hsmd" },
-	{ SITE "[store]\nurl = file:///srv/v/objects\n" VOL, "t.conf:4: store directory "
-	  "/srv/v/objects is inside volume \"v\" (path /srv/v, line 6)" },
+    /* structure */
+    {"", "t.conf:1: missing [site] section with name = SITE"},
+    {"# nothing\n\n", "t.conf:2: missing [site] section with name = SITE"},
+    {"[site]\n" VOL, "t.conf:1: [site] has no name: expected name = SITE"},
+    {SITE, "t.conf:2: no [volume NAME] section: at least one volume is required"},
+    {"name = ny\n", "t.conf:1: \"name\" is outside any section: expected [site], [store] or "
+		    "[volume NAME] first"},
+    {"[sites]\n", "t.conf:1: unknown section [sites]: expected [site], [store], "
+		  "[peer SITE] or [volume NAME]"},
+    {"[site extra]\n", "t.conf:1: unknown section [site extra]: expected [site], [store], "
+		       "[peer SITE] or [volume NAME]"},
+    {"[volumes x]\n", "t.conf:1: unknown section [volumes x]: expected [site], [store], "
+		      "[peer SITE] or [volume NAME]"},
+    {"[site\n", "t.conf:1: expected \"]\" to close the section header, found \"[site\""},
+    {"[site] x\n", "t.conf:1: unexpected text \"x\" after the section header"},
+    {"[volume]\n", "t.conf:1: missing volume name: expected [volume NAME]"},
+    {"[volume   ]\n", "t.conf:1: missing volume name: expected [volume NAME]"},
+    {"[volume Home]\n", "t.conf:1: invalid volume name \"Home\": expected 1 to 32 of a-z, "
+			"0-9, '_', '-'"},
+    {"[volume a b]\n", "t.conf:1: invalid volume name \"a b\": expected 1 to 32 of a-z, "
+		       "0-9, '_', '-'"},
+    {"[volume " LONG33 "]\n", "t.conf:1: invalid volume name \"" LONG33 "\": expected 1 to "
+			      "32 of a-z, 0-9, '_', '-'"},
+    {SITE "[volume v]\npath = /a\n[volume v]\n", "t.conf:5: duplicate volume \"v\" (first "
+						 "defined at line 3)"},
+    {SITE SITE, "t.conf:3: duplicate section [site] (first at line 1)"},
+    {SITE "[store]\n[store]\n", "t.conf:4: duplicate section [store] (first at line 3)"},
+    /* lines */
+    {SITE "nam = x\n", "t.conf:3: unknown key \"nam\" in [site]: expected one of name, "
+		       "state_dir, socket, socket_group, log_level, workers, listen, tls_ca, "
+		       "tls_cert, tls_key, peer_timeout"},
+    {SITE "[store]\nbucket = x\n",
+     "t.conf:4: unknown key \"bucket\" in [store]: expected "
+     "one of url, endpoint, region, credentials, chunk_size, multipart_threshold, "
+     "part_size, max_connections, retries, timeout"},
+    {SITE "[volume v]\nsize = 1\n", "t.conf:4: unknown key \"size\" in [volume v]: "
+				    "expected one of path, backing, recall, peers"},
+    {SITE "Name = x\n", "t.conf:3: unknown key \"Name\" in [site]: expected one of name, "
+			"state_dir, socket, socket_group, log_level, workers, listen, tls_ca, "
+			"tls_cert, tls_key, peer_timeout"},
+    {SITE "name = ldn\n", "t.conf:3: duplicate key \"name\" in [site] (first set at "
+			  "line 2)"},
+    {SITE "[volume v]\npath = /a\nrecall = open\npath = /b\n",
+     "t.conf:6: duplicate key "
+     "\"path\" in [volume v] (first set at line 4)"},
+    {"[site]\nname ny\n", "t.conf:2: expected \"key = value\" or [section], found "
+			  "\"name ny\""},
+    {"[site]\nname\n", "t.conf:2: expected \"key = value\" or [section], found \"name\""},
+    {"[site]\n\"name\" = ny\n", "t.conf:2: unknown key \"\\x22name\\x22\" in [site]: "
+				"expected one of name, state_dir, socket, socket_group, log_level, "
+				"workers, listen, tls_ca, tls_cert, tls_key, peer_timeout"},
+    {"[site]\n= ny\n", "t.conf:2: missing key before \"=\", found \"= ny\""},
+    {"[site]\nname =\n", "t.conf:2: missing value for \"name\""},
+    {"[site]\nname = # none\n", "t.conf:2: missing value for \"name\""},
+    {"[site]\nname = \"\"\n", "t.conf:2: missing value for \"name\""},
+    {"[site]\nname = \"ny\n", "t.conf:2: unterminated quoted value for \"name\""},
+    {"[site]\nname = \"n\\y\"\n", "t.conf:2: bad escape in quoted value: only \\\" and \\\\ "
+				  "are allowed for \"name\""},
+    {"[site]\nname = \"ny\" x\n", "t.conf:2: unexpected text after the closing quote for "
+				  "\"name\""},
+    /* [site] values */
+    {"[site]\nname = NY\n", "t.conf:2: invalid site name \"NY\": expected 1 to 32 of a-z, "
+			    "0-9, '_', '-', starting with a letter"},
+    {"[site]\nname = 1ny\n", "t.conf:2: invalid site name \"1ny\": expected 1 to 32 of a-z, "
+			     "0-9, '_', '-', starting with a letter"},
+    {"[site]\nname = " LONG33 "\n", "t.conf:2: invalid site name \"" LONG33 "\": expected 1 "
+				    "to 32 of a-z, 0-9, '_', '-', starting with a letter"},
+    {"[site]\nname = \"n y\"\n", "t.conf:2: invalid site name \"n y\": expected 1 to 32 of "
+				 "a-z, 0-9, '_', '-', starting with a letter"},
+    {SITE "state_dir = var/lib\n", "t.conf:3: state_dir \"var/lib\" is not an absolute path: "
+				   "expected a path starting with '/'"},
+    {SITE "state_dir = /var/../etc\n", "t.conf:3: state_dir \"/var/../etc\" contains a "
+				       "\"..\" component: expected a path without \"..\""},
+    {SITE "state_dir = /var/lib/..\n", "t.conf:3: state_dir \"/var/lib/..\" contains a "
+				       "\"..\" component: expected a path without \"..\""},
+    {SITE "socket = /run/hsmd/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	  "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n",
+     "t.conf:3: socket \"/run/hsmd/aaaaaaaaaa"
+     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...\" is too long: at most 107 bytes"},
+    {SITE "socket_group = \"a b\"\n", "t.conf:3: invalid socket_group \"a b\": expected a "
+				      "group name of at most 32 letters, digits, '_', '.', '-'"},
+    {SITE "log_level = verbose\n", "t.conf:3: bad log_level \"verbose\": expected error, "
+				   "warn, info or debug"},
+    {SITE "workers = 257\n", "t.conf:3: bad workers \"257\": expected a whole number from 0 "
+			     "to 256"},
+    {SITE "workers = -1\n", "t.conf:3: bad workers \"-1\": expected a whole number from 0 "
+			    "to 256"},
+    {SITE "workers = +1\n", "t.conf:3: bad workers \"+1\": expected a whole number from 0 "
+			    "to 256"},
+    {SITE "workers = 4x\n", "t.conf:3: bad workers \"4x\": expected a whole number from 0 "
+			    "to 256"},
+    {SITE "workers = 99999999999999999999999\n",
+     "t.conf:3: bad workers "
+     "\"99999999999999999999999\": expected a whole number from 0 to 256"},
+    /* [store] values */
+    {SITE "[store]\nurl = http://x\n", "t.conf:4: unsupported store url \"http://x\": "
+				       "expected file:///PATH or s3://BUCKET[/PREFIX]"},
+    {SITE "[store]\nurl = /data/objects\n",
+     "t.conf:4: unsupported store url "
+     "\"/data/objects\": expected file:///PATH or s3://BUCKET[/PREFIX]"},
+    {SITE "[store]\nurl = s3://\n", "t.conf:4: store url \"s3://\" has no bucket: expected "
+				    "s3://BUCKET[/PREFIX]"},
+    {SITE "[store]\nurl = s3:///prefix\n", "t.conf:4: store url \"s3:///prefix\" has no "
+					   "bucket: expected s3://BUCKET[/PREFIX]"},
+    {SITE "[store]\nurl = s3://My_Bucket\n",
+     "t.conf:4: invalid bucket name \"My_Bucket\": "
+     "expected 3 to 63 of a-z, 0-9, '.', '-', starting and ending with a letter or digit"},
+    {SITE "[store]\nurl = s3://ab\n",
+     "t.conf:4: invalid bucket name \"ab\": expected 3 to "
+     "63 of a-z, 0-9, '.', '-', starting and ending with a letter or digit"},
+    {SITE "[store]\nurl = s3://bkt-/x\n",
+     "t.conf:4: invalid bucket name \"bkt-\": expected "
+     "3 to 63 of a-z, 0-9, '.', '-', starting and ending with a letter or digit"},
+    {SITE "[store]\nurl = s3://bkt/a/../b\n",
+     "t.conf:4: invalid prefix in store url "
+     "\"s3://bkt/a/../b\": expected at most 512 of A-Z, a-z, 0-9, '/', '.', '_', '-' "
+     "without \".\" or \"..\" components"},
+    {SITE "[store]\nurl = s3://bkt/a b\n",
+     "t.conf:4: invalid prefix in store url "
+     "\"s3://bkt/a b\": expected at most 512 of A-Z, a-z, 0-9, '/', '.', '_', '-' "
+     "without \".\" or \"..\" components"},
+    {SITE "[store]\nurl = s3://bkt?x=1\n",
+     "t.conf:4: invalid bucket name \"bkt?x=1\": "
+     "expected 3 to 63 of a-z, 0-9, '.', '-', starting and ending with a letter or digit"},
+    {SITE "[store]\nurl = file://data\n", "t.conf:4: store url \"file://data\" has no "
+					  "absolute path: expected file:///PATH"},
+    {SITE "[store]\nurl = file:///a/../b\n",
+     "t.conf:4: store url path \"/a/../b\" "
+     "contains a \"..\" component: expected a path without \"..\""},
+    {SITE "[store]\nurl = s3://bkt\nendpoint = ftp://h\n",
+     "t.conf:5: bad endpoint "
+     "\"ftp://h\": expected http://HOST[:PORT] or https://HOST[:PORT]"},
+    {SITE "[store]\nurl = s3://bkt\nendpoint = https://\n",
+     "t.conf:5: bad endpoint "
+     "\"https://\": expected http://HOST[:PORT] or https://HOST[:PORT]"},
+    {SITE "[store]\nurl = s3://bkt\nendpoint = https://h:0\n",
+     "t.conf:5: bad endpoint "
+     "\"https://h:0\": expected http://HOST[:PORT] or https://HOST[:PORT]"},
+    {SITE "[store]\nurl = s3://bkt\nendpoint = https://h:65536\n",
+     "t.conf:5: bad endpoint "
+     "\"https://h:65536\": expected http://HOST[:PORT] or https://HOST[:PORT]"},
+    {SITE "[store]\nurl = s3://bkt\nendpoint = https://h/path\n",
+     "t.conf:5: bad endpoint "
+     "\"https://h/path\": expected http://HOST[:PORT] or https://HOST[:PORT]"},
+    {SITE "[store]\nurl = s3://bkt\nendpoint = https://[::1\n",
+     "t.conf:5: bad endpoint "
+     "\"https://[::1\": expected http://HOST[:PORT] or https://HOST[:PORT]"},
+    {SITE "[store]\nurl = s3://bkt\nregion = \"US East\"\n",
+     "t.conf:5: bad region "
+     "\"US East\": expected a region name such as us-east-1"},
+    {SITE "[store]\nchunk_size = 4k\n", "t.conf:4: chunk_size 4k is out of range: expected "
+					"64k to 64M"},
+    {SITE "[store]\nchunk_size = 128M\n", "t.conf:4: chunk_size 128M is out of range: "
+					  "expected 64k to 64M"},
+    {SITE "[store]\nchunk_size = 65537\n", "t.conf:4: chunk_size 65537 is not a multiple "
+					   "of 4096"},
+    {SITE "[store]\nchunk_size = 4 M\n", "t.conf:4: bad chunk_size \"4 M\": expected a size "
+					 "such as 4096, 512k, 4M, 64MiB or 1G"},
+    {SITE "[store]\nchunk_size = 99999999999999999999\n",
+     "t.conf:4: bad chunk_size "
+     "\"99999999999999999999\": expected a size such as 4096, 512k, 4M, 64MiB or 1G"},
+    {SITE "[store]\npart_size = 4M\n", "t.conf:4: part_size 4M is out of range: expected "
+				       "5M to 5G"},
+    {SITE "[store]\npart_size = 5242879\n", "t.conf:4: part_size 5242879 is out of range: "
+					    "expected 5M to 5G"},
+    {SITE "[store]\nmultipart_threshold = 6G\n", "t.conf:4: multipart_threshold 6G is out "
+						 "of range: expected 5M to 5G"},
+    {SITE "[store]\nmax_connections = 0\n", "t.conf:4: bad max_connections \"0\": expected "
+					    "a whole number from 1 to 256"},
+    {SITE "[store]\nretries = 101\n", "t.conf:4: bad retries \"101\": expected a whole "
+				      "number from 0 to 100"},
+    {SITE "[store]\ntimeout = 0\n", "t.conf:4: bad timeout \"0\": expected seconds, more "
+				    "than 0 and at most 3600"},
+    {SITE "[store]\ntimeout = 0.0\n", "t.conf:4: bad timeout \"0.0\": expected seconds, more "
+				      "than 0 and at most 3600"},
+    {SITE "[store]\ntimeout = 3601\n", "t.conf:4: bad timeout \"3601\": expected seconds, "
+				       "more than 0 and at most 3600"},
+    {SITE "[store]\ntimeout = 1e3\n", "t.conf:4: bad timeout \"1e3\": expected seconds, more "
+				      "than 0 and at most 3600"},
+    {SITE "[store]\ntimeout = inf\n", "t.conf:4: bad timeout \"inf\": expected seconds, more "
+				      "than 0 and at most 3600"},
+    {SITE "[store]\ntimeout = 1.\n", "t.conf:4: bad timeout \"1.\": expected seconds, more "
+				     "than 0 and at most 3600"},
+    {SITE "[store]\ntimeout = .5\n", "t.conf:4: bad timeout \".5\": expected seconds, more "
+				     "than 0 and at most 3600"},
+    {SITE "[store]\ntimeout = -1\n", "t.conf:4: bad timeout \"-1\": expected seconds, more "
+				     "than 0 and at most 3600"},
+    {SITE "[store]\ncredentials = creds\n", "t.conf:4: credentials \"creds\" is not an "
+					    "absolute path: expected a path starting with '/'"},
+    {SITE "[store]\nendpoint = http://h\n" VOL, "t.conf:4: endpoint applies only to an "
+						"s3:// store url"},
+    {SITE "[store]\nurl = file:///o\nregion = us-east-1\n" VOL, "t.conf:5: region applies "
+								"only to an s3:// store url"},
+    /* volumes */
+    {SITE "[volume v]\nrecall = open\n", "t.conf:3: volume \"v\" has no path: expected "
+					 "path = /ABSOLUTE/PATH"},
+    {SITE "[volume v]\npath = /\n", "t.conf:4: path must not be \"/\": expected a directory "
+				    "below the root"},
+    {SITE "[volume v]\npath = //./\n", "t.conf:4: path must not be \"/\": expected a "
+				       "directory below the root"},
+    {SITE "[volume v]\npath = srv/v\n", "t.conf:4: path \"srv/v\" is not an absolute path: "
+					"expected a path starting with '/'"},
+    {SITE "[volume v]\npath = /srv/v\nbacking = /mnt/../v\n",
+     "t.conf:5: backing "
+     "\"/mnt/../v\" contains a \"..\" component: expected a path without \"..\""},
+    {SITE "[volume v]\npath = /srv/v\nrecall = read\n", "t.conf:5: bad recall \"read\": "
+							"expected open or access"},
+    {SITE "[volume a]\npath = /srv/a\n[volume b]\npath = /srv/a/b\n",
+     "t.conf:6: volume "
+     "\"b\" path /srv/a/b is inside volume \"a\" path /srv/a (line 4)"},
+    {SITE "[volume a]\npath = /srv/a\n[volume b]\npath = /srv/a/\n",
+     "t.conf:6: volume "
+     "\"b\" has the same path /srv/a as volume \"a\" (line 4)"},
+    {SITE "[volume a]\npath = /srv/a/x\n[volume b]\npath = /srv\n",
+     "t.conf:6: volume "
+     "\"b\" path /srv contains volume \"a\" path /srv/a/x (line 4)"},
+    {SITE "[volume a]\npath = /srv/a\nbacking = /m\n[volume b]\npath = /srv/b\n"
+	  "backing = /m/b\n",
+     "t.conf:8: volume \"b\" backing /m/b is inside volume \"a\" "
+     "backing /m (line 5)"},
+    {SITE "[volume a]\npath = /srv/a\n[volume b]\npath = /srv/b\nbacking = /srv/a\n",
+     "t.conf:7: volume \"b\" has the same backing /srv/a as volume \"a\" (line 3)"},
+    {"[site]\nname = ny\nstate_dir = /srv/v/.hsm\n" VOL,
+     "t.conf:3: state_dir "
+     "/srv/v/.hsm is inside volume \"v\" (path /srv/v, line 5)"},
+    {SITE "[volume v]\npath = /var\n", "t.conf:4: volume \"v\" path /var contains the "
+				       "default state_dir /var/lib/hsmd"},
+    {SITE "[store]\nurl = file:///srv/v/objects\n" VOL,
+     "t.conf:4: store directory "
+     "/srv/v/objects is inside volume \"v\" (path /srv/v, line 6)"},
+    /* sites */
+    {SITE "[peer ny]\nurl = https://a:1\n" VOL, "t.conf:3: [peer ny] is this site itself"},
+    {SITE "[peer b]\n" VOL, "t.conf:3: [peer b] has no url: expected url = https://HOST:PORT"},
+    {SITE "[peer B]\n", "t.conf:3: invalid peer name \"B\": expected [peer SITE], SITE being "
+			"1 to 32 of a-z, 0-9, '_', '-', starting with a letter"},
+    {SITE "[peer b]\nurl = http://b:1\n", "t.conf:4: bad url \"http://b:1\": expected "
+					  "https://HOST:PORT (peers talk TLS only)"},
+    {SITE "[peer b]\nurl = https://b:1\ncost = -1\n", "t.conf:5: bad cost \"-1\": expected "
+						      "a whole number from 0 to 1000000"},
+    {SITE "[peer b]\nurl = https://b:1\npriority = sometimes\n",
+     "t.conf:5: bad priority "
+     "\"sometimes\": expected normal, first, last or never"},
+    {SITE "[peer b]\nurl = https://b:1\n[peer b]\n", "t.conf:5: duplicate peer \"b\" "
+						     "(first defined at line 3)"},
+    {SITE VOL "peers = c\n", "t.conf:5: volume \"v\" names peer \"c\", which has no [peer c] "
+			     "section"},
+    {SITE "[peer b]\nurl = https://b:1\n" VOL "peers = b, b\n", "t.conf:7: volume \"v\" "
+								"names peer \"b\" twice"},
+    {SITE "[peer b]\nurl = https://b:1\n" VOL,
+     "t.conf:1: [site] has peers or listen but no "
+     "tls_ca: sites authenticate each other with certificates (see hsm ca)"},
+    {"[site]\nname = ny\nlisten = localhost:7443\n" VOL,
+     "t.conf:3: bad listen "
+     "\"localhost:7443\": expected IPV4:PORT or [IPV6]:PORT (a numeric address)"},
+    {"[site]\nname = ny\nlisten = 1.2.3.4\n" VOL,
+     "t.conf:3: bad listen \"1.2.3.4\": "
+     "expected IPV4:PORT or [IPV6]:PORT (a numeric address)"},
 };
+
+static void test_sites(void **state)
+{
+	struct hsm_config *cfg;
+
+	(void)state;
+	cfg = load_ok("[site]\nname = ny\nlisten = [::1]:7443\ntls_ca = /p/ca.crt\n"
+		      "tls_cert = /p/ny.crt\ntls_key = /p/ny.key\npeer_timeout = 2.5\n"
+		      "[volume v]\npath = /srv/v\npeers = la, sf\n"
+		      "[peer la]\nurl = https://10.0.0.2:7443\ncost = 5\npriority = first\n"
+		      "[peer sf]\nurl = https://sf.example:7443/\n"
+		      "[volume w]\npath = /srv/w\n");
+	assert_int_equal(cfg->npeers, 2);
+	assert_string_equal(cfg->listen, "[::1]:7443");
+	assert_true(cfg->peer_timeout == 2.5);
+	assert_string_equal(cfg->peers[0].name, "la");
+	assert_int_equal(cfg->peers[0].cost, 5);
+	assert_int_equal(cfg->peers[0].priority, HSM_PRIO_FIRST);
+	assert_string_equal(cfg->peers[1].url, "https://sf.example:7443");
+	assert_int_equal(cfg->peers[1].cost, 100);
+	assert_int_equal(cfg->volumes[0].npeers, 2);
+	assert_true(config_volume_has_peer(&cfg->volumes[0], 1));
+	assert_int_equal(cfg->volumes[1].npeers, 0);
+	assert_false(config_volume_has_peer(&cfg->volumes[1], 0));
+	assert_ptr_equal(config_peer(cfg, "sf"), &cfg->peers[1]);
+	assert_null(config_peer(cfg, "zz"));
+	assert_ptr_equal(config_volume(cfg, "w"), &cfg->volumes[1]);
+	config_free(cfg);
+}
 
 static void test_bad_configs(void **state)
 {
@@ -492,8 +579,10 @@ static void test_too_many_volumes(void **state)
 
 static void cred_config(const char *creds, char *text, size_t cap)
 {
-	snprintf(text, cap, "[site]\nname = ny\n[store]\nurl = s3://bkt\ncredentials = %s\n"
-		 "[volume v]\npath = /srv/v\n", creds);
+	snprintf(text, cap,
+		 "[site]\nname = ny\n[store]\nurl = s3://bkt\ncredentials = %s\n"
+		 "[volume v]\npath = /srv/v\n",
+		 creds);
 }
 
 static void expect_cred_error(const char *creds, const char *fmt)
@@ -507,7 +596,7 @@ static void expect_cred_error(const char *creds, const char *fmt)
 
 static void test_credentials_modes(void **state)
 {
-	static const mode_t bad[] = { 0644, 0640, 0604, 0601, 0610, 0660, 0700 | 04, 0777 };
+	static const mode_t bad[] = {0644, 0640, 0604, 0601, 0610, 0660, 0700 | 04, 0777};
 	static const char body[] = "access_key = AK\nsecret_key = SK\n";
 	char path[256], text[1024], want[1024];
 	struct hsm_config *cfg;
@@ -516,9 +605,10 @@ static void test_credentials_modes(void **state)
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		write_creds(body, bad[i], path, sizeof(path));
 		cred_config(path, text, sizeof(text));
-		snprintf(want, sizeof(want), "t.conf:5: credentials file %s: mode %04o gives "
-			 "access to group or others: expected 0600 (chmod 600 %s)", path, bad[i],
-			 path);
+		snprintf(want, sizeof(want),
+			 "t.conf:5: credentials file %s: mode %04o gives "
+			 "access to group or others: expected 0600 (chmod 600 %s)",
+			 path, bad[i], path);
 		expect_error(text, want);
 	}
 	write_creds(body, 0600, path, sizeof(path));
@@ -540,7 +630,7 @@ static void test_credentials_files(void **state)
 	(void)state;
 	snprintf(path, sizeof(path), "%s/missing", tmpdir);
 	expect_cred_error(path, "t.conf:5: credentials file %s: cannot open: No such file or "
-			  "directory");
+				"directory");
 	expect_cred_error(tmpdir, "t.conf:5: credentials file %s: not a regular file");
 	snprintf(fifo, sizeof(fifo), "%s/fifo", tmpdir);
 	assert_int_equal(mkfifo(fifo, 0600), 0);
@@ -551,7 +641,7 @@ static void test_credentials_files(void **state)
 		write_creds("access_key = AK\nsecret_key = SK\n", 0600, path, sizeof(path));
 		assert_int_equal(chown(path, 12345, 12345), 0);
 		expect_cred_error(path, "t.conf:5: credentials file %s: owned by uid 12345: "
-				  "expected root or uid 0");
+					"expected root or uid 0");
 	} else {
 		print_message("# not root: the foreign-owner case is not exercised\n");
 	}
@@ -563,26 +653,27 @@ struct cred_case {
 };
 
 static const struct cred_case cred_cases[] = {
-	{ "", "t.conf:5: credentials file %s: missing access_key" },
-	{ "# only a comment\n", "t.conf:5: credentials file %s: missing access_key" },
-	{ "access_key = AK\n", "t.conf:5: credentials file %s: missing secret_key" },
-	{ "secret_key = SK\n", "t.conf:5: credentials file %s: missing access_key" },
-	{ "access_key = AK\nsecret_key = SK\ntoken = x\n", "t.conf:5: credentials file %s line 3: "
-	  "unknown key \"token\": expected access_key, secret_key or session_token" },
-	{ "access_key = AK\naccess_key = AK2\n", "t.conf:5: credentials file %s line 2: "
-	  "duplicate key \"access_key\" (first set at line 1)" },
-	{ "wJalrXUtnFEMI/K7MDENG/bPxRfiCY\n", "t.conf:5: credentials file %s line 1: expected "
-	  "\"key = value\"" },
-	{ "AKIA/SECRET+VALUE = x\n", "t.conf:5: credentials file %s line 1: unknown key: "
-	  "expected access_key, secret_key or session_token" },
-	{ "access_key = A:K\nsecret_key = SK\n", "t.conf:5: credentials file %s line 1: "
-	  "access_key must not contain ':'" },
-	{ "access_key = \"A K\"\nsecret_key = SK\n", "t.conf:5: credentials file %s line 1: "
-	  "access_key contains a space or control character" },
-	{ "access_key =\n", "t.conf:5: credentials file %s line 1: missing value" },
-	{ "access_key = \"AK\n", "t.conf:5: credentials file %s line 1: unterminated quoted "
-	  "value" },
-	{ "[store]\n", "t.conf:5: credentials file %s line 1: expected \"key = value\"" },
+    {"", "t.conf:5: credentials file %s: missing access_key"},
+    {"# only a comment\n", "t.conf:5: credentials file %s: missing access_key"},
+    {"access_key = AK\n", "t.conf:5: credentials file %s: missing secret_key"},
+    {"secret_key = SK\n", "t.conf:5: credentials file %s: missing access_key"},
+    {"access_key = AK\nsecret_key = SK\ntoken = x\n",
+     "t.conf:5: credentials file %s line 3: "
+     "unknown key \"token\": expected access_key, secret_key or session_token"},
+    {"access_key = AK\naccess_key = AK2\n", "t.conf:5: credentials file %s line 2: "
+					    "duplicate key \"access_key\" (first set at line 1)"},
+    {"wJalrXUtnFEMI/K7MDENG/bPxRfiCY\n", "t.conf:5: credentials file %s line 1: expected "
+					 "\"key = value\""},
+    {"AKIA/SECRET+VALUE = x\n", "t.conf:5: credentials file %s line 1: unknown key: "
+				"expected access_key, secret_key or session_token"},
+    {"access_key = A:K\nsecret_key = SK\n", "t.conf:5: credentials file %s line 1: "
+					    "access_key must not contain ':'"},
+    {"access_key = \"A K\"\nsecret_key = SK\n", "t.conf:5: credentials file %s line 1: "
+						"access_key contains a space or control character"},
+    {"access_key =\n", "t.conf:5: credentials file %s line 1: missing value"},
+    {"access_key = \"AK\n", "t.conf:5: credentials file %s line 1: unterminated quoted "
+			    "value"},
+    {"[store]\n", "t.conf:5: credentials file %s line 1: expected \"key = value\""},
 };
 
 static void test_credentials_contents(void **state)
@@ -644,8 +735,10 @@ static void test_load_file(void **state)
 
 	write_file("bad.conf", bad_text, strlen(bad_text), 0644, path, sizeof(path));
 	assert_int_equal(config_load(path, &cfg, err, sizeof(err)), -1);
-	snprintf(want, sizeof(want), "%s:4: path \"rel\" is not an absolute path: expected a "
-		 "path starting with '/'", path);
+	snprintf(want, sizeof(want),
+		 "%s:4: path \"rel\" is not an absolute path: expected a "
+		 "path starting with '/'",
+		 path);
 	assert_string_equal(err, want);
 
 	snprintf(path, sizeof(path), "%s/none.conf", tmpdir);
@@ -682,45 +775,45 @@ struct size_case {
 };
 
 static const struct size_case size_cases[] = {
-	{ "0", 1, 0 },
-	{ "4096", 1, 4096 },
-	{ "007", 1, 7 },
-	{ "1k", 1, 1024 },
-	{ "1K", 1, 1024 },
-	{ "1kB", 1, 1024 },
-	{ "1KiB", 1, 1024 },
-	{ "512k", 1, 512 << 10 },
-	{ "4M", 1, 4 << 20 },
-	{ "64MiB", 1, 64ull << 20 },
-	{ "64MB", 1, 64ull << 20 },
-	{ "1G", 1, 1ull << 30 },
-	{ "3GiB", 1, 3ull << 30 },
-	{ "2T", 1, 2ull << 40 },
-	{ "16777215T", 1, 16777215ull << 40 },
-	{ "18446744073709551615", 1, UINT64_MAX },
-	{ "18446744073709551616", 0, 0 },
-	{ "16777216T", 0, 0 },
-	{ "99999999999999999999k", 0, 0 },
-	{ "", 0, 0 },
-	{ "-1", 0, 0 },
-	{ "+1", 0, 0 },
-	{ " 1", 0, 0 },
-	{ "1 ", 0, 0 },
-	{ "1 M", 0, 0 },
-	{ "1.5G", 0, 0 },
-	{ "1m", 0, 0 },
-	{ "1g", 0, 0 },
-	{ "1t", 0, 0 },
-	{ "1P", 0, 0 },
-	{ "1Mi", 0, 0 },
-	{ "1MiBs", 0, 0 },
-	{ "1MBB", 0, 0 },
-	{ "1B", 0, 0 },
-	{ "1ib", 0, 0 },
-	{ "M", 0, 0 },
-	{ "k1", 0, 0 },
-	{ "0x10", 0, 0 },
-	{ "1e3", 0, 0 },
+    {"0", 1, 0},
+    {"4096", 1, 4096},
+    {"007", 1, 7},
+    {"1k", 1, 1024},
+    {"1K", 1, 1024},
+    {"1kB", 1, 1024},
+    {"1KiB", 1, 1024},
+    {"512k", 1, 512 << 10},
+    {"4M", 1, 4 << 20},
+    {"64MiB", 1, 64ull << 20},
+    {"64MB", 1, 64ull << 20},
+    {"1G", 1, 1ull << 30},
+    {"3GiB", 1, 3ull << 30},
+    {"2T", 1, 2ull << 40},
+    {"16777215T", 1, 16777215ull << 40},
+    {"18446744073709551615", 1, UINT64_MAX},
+    {"18446744073709551616", 0, 0},
+    {"16777216T", 0, 0},
+    {"99999999999999999999k", 0, 0},
+    {"", 0, 0},
+    {"-1", 0, 0},
+    {"+1", 0, 0},
+    {" 1", 0, 0},
+    {"1 ", 0, 0},
+    {"1 M", 0, 0},
+    {"1.5G", 0, 0},
+    {"1m", 0, 0},
+    {"1g", 0, 0},
+    {"1t", 0, 0},
+    {"1P", 0, 0},
+    {"1Mi", 0, 0},
+    {"1MiBs", 0, 0},
+    {"1MBB", 0, 0},
+    {"1B", 0, 0},
+    {"1ib", 0, 0},
+    {"M", 0, 0},
+    {"k1", 0, 0},
+    {"0x10", 0, 0},
+    {"1e3", 0, 0},
 };
 
 static void test_parse_size(void **state)
@@ -764,29 +857,29 @@ static void test_volume_for(void **state)
 		const char *vol; /* NULL: none */
 		const char *rel;
 	} cases[] = {
-		{ "/srv/a", "a", "" },
-		{ "/srv/a/", "a", "" },
-		{ "/srv/a/f", "a", "f" },
-		{ "/srv/a/d/f", "a", "d/f" },
-		{ "/srv/a/.hidden", "a", ".hidden" },
-		{ "/srv/ab", "ab", "" },
-		{ "/srv/ab/x", "ab", "x" },
-		{ "/srv/abc", NULL, NULL },
-		{ "/srv/a.b", NULL, NULL },
-		{ "/srv", NULL, NULL },
-		{ "/srv/", NULL, NULL },
-		{ "/", NULL, NULL },
-		{ "", NULL, NULL },
-		{ "srv/a", NULL, NULL },
-		{ "/data/x/y/z", "deep", "z" },
-		{ "/data/x/y", "deep", "" },
-		{ "/data/x", NULL, NULL },
-		{ "/data/x/yy", NULL, NULL },
+	    {"/srv/a", "a", ""},
+	    {"/srv/a/", "a", ""},
+	    {"/srv/a/f", "a", "f"},
+	    {"/srv/a/d/f", "a", "d/f"},
+	    {"/srv/a/.hidden", "a", ".hidden"},
+	    {"/srv/ab", "ab", ""},
+	    {"/srv/ab/x", "ab", "x"},
+	    {"/srv/abc", NULL, NULL},
+	    {"/srv/a.b", NULL, NULL},
+	    {"/srv", NULL, NULL},
+	    {"/srv/", NULL, NULL},
+	    {"/", NULL, NULL},
+	    {"", NULL, NULL},
+	    {"srv/a", NULL, NULL},
+	    {"/data/x/y/z", "deep", "z"},
+	    {"/data/x/y", "deep", ""},
+	    {"/data/x", NULL, NULL},
+	    {"/data/x/yy", NULL, NULL},
 	};
 
 	(void)state;
 	cfg = load_ok(SITE "[volume a]\npath = /srv/a\n[volume ab]\npath = /srv/ab\n"
-		      "[volume deep]\npath = /data/x/y\n");
+			   "[volume deep]\npath = /data/x/y\n");
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		rel = "untouched";
 		v = config_volume_for(cfg, cases[i].path, &rel);
@@ -801,8 +894,7 @@ static void test_volume_for(void **state)
 		assert_string_equal(v->name, cases[i].vol);
 		assert_string_equal(rel, cases[i].rel);
 		/* rel points into the argument */
-		assert_true(rel >= cases[i].path &&
-			    rel <= cases[i].path + strlen(cases[i].path));
+		assert_true(rel >= cases[i].path && rel <= cases[i].path + strlen(cases[i].path));
 	}
 	v = config_volume_for(cfg, "/srv/a/f", NULL);
 	assert_non_null(v);
@@ -889,12 +981,12 @@ static void assert_same_config(const struct hsm_config *a, const struct hsm_conf
 
 static void test_example_config(void **state)
 {
-	static const char *const site_keys[] = { "state_dir", "socket", "socket_group",
-						 "log_level", "workers" };
-	static const char *const store_keys[] = { "url", "chunk_size", "multipart_threshold",
-						  "part_size", "max_connections", "retries",
-						  "timeout" };
-	static const char *const vol_keys[] = { "backing", "recall" };
+	static const char *const site_keys[] = {"state_dir", "socket", "socket_group", "log_level",
+						"workers"};
+	static const char *const store_keys[] = {
+	    "url",     "chunk_size", "multipart_threshold", "part_size", "max_connections",
+	    "retries", "timeout"};
+	static const char *const vol_keys[] = {"backing", "recall"};
 	char *text = read_example();
 	char explicit[4096], val[512];
 	struct hsm_config *ex, *cfg;
@@ -917,7 +1009,8 @@ static void test_example_config(void **state)
 		o += (size_t)snprintf(explicit + o, sizeof(explicit) - o, "%s = %s\n",
 				      store_keys[i], val);
 	}
-	o += (size_t)snprintf(explicit + o, sizeof(explicit) - o, "[volume home]\n"
+	o += (size_t)snprintf(explicit + o, sizeof(explicit) - o,
+			      "[volume home]\n"
 			      "path = /srv/home\n");
 	for (size_t i = 0; i < sizeof(vol_keys) / sizeof(vol_keys[0]); i++) {
 		example_default(text, vol_keys[i], val, sizeof(val));
@@ -949,20 +1042,21 @@ static void test_example_config(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_minimal_defaults),
-		cmocka_unit_test(test_state_dir_moves_default_store),
-		cmocka_unit_test(test_every_key),
-		cmocka_unit_test(test_s3_defaults_and_crlf),
-		cmocka_unit_test(test_volume_prefix_names_do_not_nest),
-		cmocka_unit_test(test_bad_configs),
-		cmocka_unit_test(test_too_many_volumes),
-		cmocka_unit_test(test_credentials_modes),
-		cmocka_unit_test(test_credentials_files),
-		cmocka_unit_test(test_credentials_contents),
-		cmocka_unit_test(test_load_file),
-		cmocka_unit_test(test_parse_size),
-		cmocka_unit_test(test_volume_for),
-		cmocka_unit_test(test_example_config),
+	    cmocka_unit_test(test_minimal_defaults),
+	    cmocka_unit_test(test_state_dir_moves_default_store),
+	    cmocka_unit_test(test_every_key),
+	    cmocka_unit_test(test_s3_defaults_and_crlf),
+	    cmocka_unit_test(test_volume_prefix_names_do_not_nest),
+	    cmocka_unit_test(test_bad_configs),
+	    cmocka_unit_test(test_sites),
+	    cmocka_unit_test(test_too_many_volumes),
+	    cmocka_unit_test(test_credentials_modes),
+	    cmocka_unit_test(test_credentials_files),
+	    cmocka_unit_test(test_credentials_contents),
+	    cmocka_unit_test(test_load_file),
+	    cmocka_unit_test(test_parse_size),
+	    cmocka_unit_test(test_volume_for),
+	    cmocka_unit_test(test_example_config),
 	};
 
 	return cmocka_run_group_tests(tests, setup_tmpdir, teardown_tmpdir);

@@ -14,6 +14,7 @@
 #include "lib/log.h"
 #include "lib/manifest.h"
 #include "lib/pool.h"
+#include "recall/peer_client.h"
 #include "recall/store.h"
 
 struct recall_waiter {
@@ -40,6 +41,13 @@ struct recall_job {
 	dev_t dev;
 	ino_t ino;
 	uint64_t bytes;
+	uint64_t stub_size;	    /* st_size when the recall began */
+	struct timespec stub_mtime; /* the stub's mtime then: restored after a peer recall */
+	struct recall_source *src;  /* nsrc of them, owned */
+	size_t nsrc;
+	size_t cur;	/* the source being tried; nsrc before the first / after the last */
+	int legacy;	/* mv->sources was NULL: the store alone, messages as they were */
+	char why[1024]; /* "NAME: reason; ..." of every source that failed or was skipped */
 };
 
 /* One chunk between the store and the file. */
@@ -54,6 +62,15 @@ struct recall_chunk {
 };
 
 static void recall_pump(struct recall_job *job);
+static int recall_next_source(struct recall_job *job);
+
+static int recall_zero_id(const uint8_t id[32])
+{
+	for (int i = 0; i < 32; i++)
+		if (id[i])
+			return 0;
+	return 1;
+}
 
 #define recall_fail(job, ...) mover_fail(&(job)->e, __VA_ARGS__)
 
@@ -85,6 +102,10 @@ static void recall_finish(struct recall_job *job)
 	} else {
 		mv->recalls_done++;
 		mv->bytes_recalled += job->bytes;
+		if (job->src[job->cur].kind == RECALL_SRC_PEER)
+			mv->recalls_from_peers++;
+		else
+			mv->recalls_from_store++;
 		log_debug("recalled fid %s: %llu bytes", fid, (unsigned long long)job->bytes);
 	}
 	for (w = job->waiters; w; w = next) {
@@ -95,6 +116,7 @@ static void recall_finish(struct recall_job *job)
 	}
 	if (job->have_manifest)
 		manifest_free(&job->m);
+	free(job->src);
 	free(job);
 }
 
@@ -116,8 +138,14 @@ static void recall_commit_work(void *arg)
 		return;
 	}
 	/* The content is exactly the archived version, so the file is archived again
-	 * (it can be released without a new upload). */
-	st.state = HSM_STATE_ARCHIVED;
+	 * (it can be released without a new upload). A peer's copy of a version the store
+	 * also holds is the same content; any other is resident only. */
+	if (job->src[job->cur].kind == RECALL_SRC_STORE ||
+	    (st.archived_version && st.archived_version == st.version &&
+	     !recall_zero_id(st.manifest_id)))
+		st.state = HSM_STATE_ARCHIVED;
+	else
+		st.state = HSM_STATE_RESIDENT;
 	len = hsmx_encode(&st, rec, sizeof(rec));
 	if (len < 0) {
 		recall_fail(job, EINVAL, "cannot encode state record");
@@ -232,6 +260,10 @@ static void recall_chunk_got(void *arg, int err, const char *msg, uint8_t *data,
 		recall_pump(job);
 		return;
 	}
+	if (job->src[job->cur].kind == RECALL_SRC_PEER)
+		job->mv->bytes_from_peers += len;
+	else
+		job->mv->bytes_from_store += len;
 	c->data = data;
 	c->len = len;
 	pool_submit(job->mv->pool, recall_chunk_work, recall_chunk_done, c);
@@ -271,7 +303,7 @@ static void recall_undo_work(void *arg)
 	struct recall_job *job = arg;
 	struct timespec times[2] = {job->atime, job->mtime};
 	off_t keep = (job->st.flags & HSM_FLAG_ON_ACCESS) ? 4096 : 0;
-	off_t end = (off_t)(((job->m.size + 65535) / 65536) * 65536);
+	off_t end = (off_t)(((job->stub_size + 65535) / 65536) * 65536);
 
 	if (end > keep &&
 	    fallocate(job->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, keep, end - keep) < 0)
@@ -302,10 +334,21 @@ static void recall_pump(struct recall_job *job)
 			pool_submit(mv->pool, recall_chunk_work, recall_chunk_done, c);
 			continue;
 		}
+		if (job->src[job->cur].kind == RECALL_SRC_PEER) {
+			const struct recall_source *src = &job->src[job->cur];
+			const struct hsm_chunk *ch = &job->m.chunks[c->idx];
+
+			peer_get_chunk(src->peer, src->volume, &job->st.fid, job->st.owner,
+				       job->st.version, ch->offset, ch->length, ch->sha256,
+				       recall_chunk_got, c);
+			continue;
+		}
 		manifest_chunk_key(job->m.chunks[c->idx].sha256, key);
 		store_get(mv->store, key, 0, 0, recall_chunk_got, c);
 	}
 	if (job->in_flight)
+		return;
+	if (job->e.err && job->cur < job->nsrc && recall_next_source(job))
 		return;
 	if (job->e.err && job->wrote) {
 		job->wrote = 0;
@@ -326,6 +369,7 @@ static void recall_pump(struct recall_job *job)
 static void recall_manifest_got(void *arg, int err, const char *msg, uint8_t *data, size_t len)
 {
 	struct recall_job *job = arg;
+	int peer = job->src[job->cur].kind == RECALL_SRC_PEER;
 	uint8_t id[32];
 	char perr[256];
 	struct stat sb;
@@ -336,17 +380,21 @@ static void recall_manifest_got(void *arg, int err, const char *msg, uint8_t *da
 			    msg ? msg : strerror(err));
 		goto out;
 	}
-	manifest_id((const char *)data, len, id);
-	if (memcmp(id, job->st.manifest_id, 32) != 0) {
-		recall_fail(job, EIO, "manifest object does not match its id (corrupt)");
-		goto out;
+	/* A peer's manifest has no name to check it by: what vouches for the data is the
+	 * sha256 of every chunk, and the size, which must be the stub's. */
+	if (!peer) {
+		manifest_id((const char *)data, len, id);
+		if (memcmp(id, job->st.manifest_id, 32) != 0) {
+			recall_fail(job, EIO, "manifest object does not match its id (corrupt)");
+			goto out;
+		}
 	}
 	if (manifest_parse((const char *)data, len, &job->m, perr, sizeof(perr)) < 0) {
 		recall_fail(job, EIO, "manifest: %s", perr);
 		goto out;
 	}
 	job->have_manifest = 1;
-	if (job->m.size != job->st.archived_size) {
+	if (!peer && job->m.size != job->st.archived_size) {
 		recall_fail(job, EIO, "manifest size %llu differs from the stub's %llu",
 			    (unsigned long long)job->m.size,
 			    (unsigned long long)job->st.archived_size);
@@ -357,18 +405,90 @@ static void recall_manifest_got(void *arg, int err, const char *msg, uint8_t *da
 		goto out;
 	}
 	if ((uint64_t)sb.st_size != job->m.size) {
-		recall_fail(job, EIO, "stub size %lld differs from the archived %llu",
-			    (long long)sb.st_size, (unsigned long long)job->m.size);
+		recall_fail(job, EIO, "stub size %lld differs from the %s %llu",
+			    (long long)sb.st_size, peer ? "manifest's" : "archived",
+			    (unsigned long long)job->m.size);
 		goto out;
 	}
 	job->atime = sb.st_atim;
-	/* The archived content's mtime, not the stub's: an interrupted recall may have
-	 * touched the stub. */
-	job->mtime.tv_sec = job->st.archived_mtime_sec;
-	job->mtime.tv_nsec = job->st.archived_mtime_nsec;
+	if (!peer || (job->st.archived_version && job->st.archived_version == job->st.version)) {
+		/* The archived content's mtime, not the stub's: an interrupted recall may
+		 * have touched the stub. */
+		job->mtime.tv_sec = job->st.archived_mtime_sec;
+		job->mtime.tv_nsec = job->st.archived_mtime_nsec;
+	} else {
+		job->mtime = job->stub_mtime;
+	}
 out:
 	free(data);
 	recall_pump(job);
+}
+
+/* Appends "NAME: reason" to the list of what went wrong. */
+static void recall_why(struct recall_job *job, const char *name, const char *reason)
+{
+	size_t used = strlen(job->why);
+
+	snprintf(job->why + used, sizeof(job->why) - used, "%s%s: %s", used ? "; " : "", name,
+		 reason);
+}
+
+/* Starts the next source that is not skipped, after job->cur (or the first when cur
+ * is nsrc). 1 if one started; 0 when none is left, with the final error in job->e. */
+static int recall_source_begin(struct recall_job *job)
+{
+	struct mover *mv = job->mv;
+	size_t i = job->cur >= job->nsrc ? 0 : job->cur + 1;
+	char key[80];
+
+	for (; i < job->nsrc && job->src[i].skip[0]; i++)
+		recall_why(job, job->src[i].name, job->src[i].skip);
+	if (i >= job->nsrc) {
+		job->cur = job->nsrc;
+		if (!job->legacy)
+			mover_fail(&job->e, EIO, "%s",
+				   job->why[0] ? job->why : "no source holds this version");
+		return 0;
+	}
+	job->cur = i;
+	job->in_flight++;
+	if (job->src[i].kind == RECALL_SRC_PEER) {
+		peer_get_manifest(job->src[i].peer, job->src[i].volume, &job->st.fid, job->st.owner,
+				  job->st.version, recall_manifest_got, job);
+		return 1;
+	}
+	manifest_object_key(job->st.manifest_id, key);
+	store_get(mv->store, key, 0, 0, recall_manifest_got, job);
+	return 1;
+}
+
+/* The current source failed and nothing of it is in flight: note why, forget its
+ * manifest and progress, and go on with the next. 1 if another source started. */
+static int recall_next_source(struct recall_job *job)
+{
+	struct recall_source *src = &job->src[job->cur];
+	char fid[33];
+
+	hsm_fid_hex(&job->st.fid, fid);
+	if (!job->legacy) {
+		log_warnx("recall of fid %s from %s failed: %s", fid, src->name, job->e.msg);
+		recall_why(job, src->name, job->e.msg);
+	}
+	/* The store-only recall reports its own error as it always did; with sources,
+	 * recall_source_begin names them all. */
+	if (job->legacy)
+		return 0;
+	job->mv->source_failures++;
+	memset(&job->e, 0, sizeof(job->e));
+	if (job->have_manifest) {
+		manifest_free(&job->m);
+		job->have_manifest = 0;
+	}
+	memset(&job->m, 0, sizeof(job->m));
+	job->next_chunk = 0;
+	job->chunks_done = 0;
+	job->bytes = 0;
+	return recall_source_begin(job);
 }
 
 static struct recall_job *recall_find(const struct mover *mv, const struct hsm_fid *fid, dev_t dev,
@@ -404,15 +524,12 @@ void recall_file(struct mover *mv, int data_fd, const struct hsm_state *st, reca
 	struct recall_waiter *w = calloc(1, sizeof(*w));
 	struct recall_job *job;
 	struct stat sb;
-	char key[80];
 
 	if (!w)
 		fatal("recall: out of memory");
 	/* An fd we cannot stat joins nothing: it gets a recall (and error) of its own. */
-	if (fstat(data_fd, &sb) < 0) {
-		sb.st_dev = 0;
-		sb.st_ino = 0;
-	}
+	if (fstat(data_fd, &sb) < 0)
+		memset(&sb, 0, sizeof(sb));
 	job = sb.st_ino ? recall_find(mv, &st->fid, sb.st_dev, sb.st_ino) : NULL;
 	w->cb = cb;
 	w->arg = arg;
@@ -433,15 +550,36 @@ void recall_file(struct mover *mv, int data_fd, const struct hsm_state *st, reca
 	job->waiters = w;
 	job->next = mv->recalls;
 	mv->recalls = job;
-	if (st->state != HSM_STATE_STUB || st->archived_version == 0) {
-		/* Nothing to fetch from; answered through the pool so the callback never
-		 * runs inside this call. */
+	job->stub_size = (uint64_t)sb.st_size;
+	job->stub_mtime = sb.st_mtim;
+	job->cur = 0;
+	job->src = calloc(RECALL_SOURCES_MAX, sizeof(*job->src));
+	if (!job->src)
+		fatal("recall: out of memory");
+	if (st->state != HSM_STATE_STUB) {
 		recall_fail(job, EIO, "not a stub with an archived version");
-		job->in_flight++;
-		pool_submit(mv->pool, NULL, recall_commit_done, job);
-		return;
+	} else if (mv->sources) {
+		job->nsrc =
+		    mv->sources(mv->sources_ctx, st, sb.st_dev, job->src, RECALL_SOURCES_MAX);
+		if (job->nsrc > RECALL_SOURCES_MAX)
+			job->nsrc = RECALL_SOURCES_MAX;
+		job->cur = job->nsrc;
+		if (recall_source_begin(job))
+			return;
+	} else if (st->archived_version == 0) {
+		recall_fail(job, EIO, "not a stub with an archived version");
+	} else {
+		job->legacy = 1;
+		job->nsrc = 1;
+		job->src[0].kind = RECALL_SRC_STORE;
+		snprintf(job->src[0].name, sizeof(job->src[0].name), "store");
+		job->cur = job->nsrc;
+		if (recall_source_begin(job))
+			return;
 	}
-	manifest_object_key(st->manifest_id, key);
+	/* Nothing to fetch from; answered through the pool so the callback never runs
+	 * inside this call. */
+	job->cur = job->nsrc;
 	job->in_flight++;
-	store_get(mv->store, key, 0, 0, recall_manifest_got, job);
+	pool_submit(mv->pool, NULL, recall_commit_done, job);
 }

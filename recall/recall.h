@@ -1,7 +1,10 @@
-/* Recall: fetch a stub's data from the object store, verify every chunk's sha256,
- * write it in place, make it durable, and only then mark the file resident.
- * One recall per fid however many callers ask; later callers join it.
- * All calls and callbacks on the loop thread. */
+/* Recall: fetch a stub's data from its sources (peer sites, the object store), verify
+ * every chunk's sha256, write it in place, make it durable, and only then mark the file
+ * resident. One recall per fid however many callers ask; later callers join it.
+ * A source that fails before the commit hands the recall to the next one, which
+ * starts over (chunks already written are overwritten); only when every source has
+ * failed is the file put back as it was and the error, naming each source and why,
+ * reported. All calls and callbacks on the loop thread. */
 #ifndef HSM_RECALL_H
 #define HSM_RECALL_H
 
@@ -15,11 +18,36 @@ struct ev_loop;
 struct pool;
 struct store;
 struct recall_job;
+struct peer_client;
+
+enum recall_source_kind {
+	RECALL_SRC_STORE = 1, /* manifest by manifest_id, chunks by chunks/<sha256> */
+	RECALL_SRC_PEER = 2,  /* manifest and chunks from a peer site (recall/peer_client) */
+};
+
+#define RECALL_SOURCES_MAX 40 /* more than HSM_PEERS_MAX + the store + an unknown owner */
+
+/* Where a recall may get the data from. Both kinds are verified the same way: every
+ * chunk against the manifest's sha256. A store manifest is also checked against the
+ * stub's manifest_id; a peer's cannot be, but must describe exactly the stub's size. */
+struct recall_source {
+	int kind;		       /* enum recall_source_kind */
+	char name[HSM_SITE_MAX + 8];   /* "store" or "site NAME", for messages and logs */
+	struct peer_client *peer;      /* RECALL_SRC_PEER: not owned */
+	char volume[HSM_SITE_MAX + 1]; /* RECALL_SRC_PEER: the volume's name */
+	char skip[200];		       /* not "": not tried, and why (down, not archived, ...); such
+					* entries only appear in the final error */
+};
+
+/* The sources to try for a stub, best first: fills out[0..max) and returns the
+ * count. dev is the st_dev of the file (hsmd finds the volume by it). */
+typedef size_t (*recall_sources_fn)(void *ctx, const struct hsm_state *st, dev_t dev,
+				    struct recall_source *out, size_t max);
 
 /* The first error of a job that runs in steps: later ones are its consequences. */
 struct mover_error {
-	int err; /* positive errno; 0 = none yet */
-	char msg[512];
+	int err;	/* positive errno; 0 = none yet */
+	char msg[1024]; /* a recall names every source it tried */
 };
 
 void mover_fail(struct mover_error *e, int err, const char *fmt, ...)
@@ -45,7 +73,14 @@ struct mover {
 	 * before anyone is let in: hsmd adds its ignore mark here. */
 	int (*settle)(void *ctx, int fd);
 	void *unwatch_ctx;
+	/* The source order of each recall. NULL: the object store only, for stubs with an
+	 * archived version (a single site). */
+	recall_sources_fn sources;
+	void *sources_ctx;
 	uint64_t recalls_done, recalls_failed, bytes_recalled;
+	uint64_t recalls_from_store, recalls_from_peers; /* by the source that completed */
+	uint64_t bytes_from_store, bytes_from_peers;	 /* data fetched (zero chunks not) */
+	uint64_t source_failures; /* a source failed and the next one was tried */
 	uint64_t archives_done, archives_failed, bytes_archived, chunks_uploaded;
 	uint64_t releases_done, releases_failed, bytes_released;
 };

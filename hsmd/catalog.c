@@ -1099,3 +1099,89 @@ int catalog_journal_foreach(struct catalog *c, uint64_t since,
 	leveldb_iter_destroy(it);
 	return rc;
 }
+
+/* ---- raw keyspaces ----------------------------------------------------------------- */
+
+int catalog_kv_get(struct catalog *c, const void *key, size_t klen, char **val, size_t *vlen,
+		   char *err, size_t errlen)
+{
+	char *lerr = NULL, khex[CAT_KEYHEX_MAX];
+	char *v;
+
+	v = leveldb_get(c->db, c->ropts, key, klen, vlen, &lerr);
+	if (lerr) {
+		cat_key_hex(key, klen, khex);
+		cat_err(err, errlen, "catalog: read %s: %s", khex, lerr);
+		leveldb_free(lerr);
+		return -1;
+	}
+	if (!v)
+		return 1;
+	/* leveldb's buffer is not NUL-terminated; ours is, for text values. */
+	*val = malloc(*vlen + 1);
+	if (!*val) {
+		leveldb_free(v);
+		cat_err(err, errlen, "catalog: out of memory");
+		return -1;
+	}
+	memcpy(*val, v, *vlen);
+	(*val)[*vlen] = '\0';
+	leveldb_free(v);
+	return 0;
+}
+
+int catalog_kv_write(struct catalog *c, const struct cat_kv_op *ops, size_t n, char *err,
+		     size_t errlen)
+{
+	leveldb_writebatch_t *b = leveldb_writebatch_create();
+	char *lerr = NULL;
+
+	for (size_t i = 0; i < n; i++) {
+		if (ops[i].val)
+			leveldb_writebatch_put(b, ops[i].key, ops[i].klen, ops[i].val, ops[i].vlen);
+		else
+			leveldb_writebatch_delete(b, ops[i].key, ops[i].klen);
+	}
+	leveldb_write(c->db, c->wopts, b, &lerr);
+	leveldb_writebatch_destroy(b);
+	if (lerr) {
+		cat_err(err, errlen, "catalog: write: %s", lerr);
+		leveldb_free(lerr);
+		return -1;
+	}
+	return 0;
+}
+
+int catalog_kv_scan(struct catalog *c, const void *prefix, size_t plen, const void *start,
+		    size_t slen,
+		    int (*fn)(const char *k, size_t klen, const char *v, size_t vlen, void *arg),
+		    void *arg, char *err, size_t errlen)
+{
+	leveldb_iterator_t *it = leveldb_create_iterator(c->db, c->scan_ropts);
+	char *lerr = NULL;
+	int rc = 0;
+
+	if (start && slen)
+		leveldb_iter_seek(it, start, slen);
+	else
+		leveldb_iter_seek(it, prefix, plen);
+	for (; leveldb_iter_valid(it); leveldb_iter_next(it)) {
+		size_t klen, vlen;
+		const char *k = leveldb_iter_key(it, &klen), *v;
+
+		if (klen < plen || memcmp(k, prefix, plen) != 0)
+			break;
+		v = leveldb_iter_value(it, &vlen);
+		rc = fn(k, klen, v, vlen, arg);
+		if (rc)
+			break;
+	}
+	leveldb_iter_get_error(it, &lerr);
+	if (lerr) {
+		cat_err(err, errlen, "catalog: scan: %s", lerr);
+		leveldb_free(lerr);
+		rc = -1;
+	}
+	leveldb_iter_destroy(it);
+	return rc;
+}

@@ -86,6 +86,26 @@ uint64_t catalog_journal_head(struct catalog *c);
 int catalog_journal_foreach(struct catalog *c, uint64_t since,
 			    int (*fn)(const struct cat_journal_entry *e, void *arg), void *arg,
 			    char *err, size_t errlen);
+/* Raw access for other keyspaces (namespace sync: 's', 'q', 'c' keys; docs/catalog.md).
+ * kv_get: 0 found (*val malloc'd, caller frees), 1 absent, -1 error. */
+int catalog_kv_get(struct catalog *c, const void *key, size_t klen, char **val, size_t *vlen,
+		   char *err, size_t errlen);
+/* Applies puts and deletes in one atomic batch: n operations, val NULL = delete. */
+struct cat_kv_op {
+	const void *key;
+	size_t klen;
+	const void *val;
+	size_t vlen;
+};
+int catalog_kv_write(struct catalog *c, const struct cat_kv_op *ops, size_t n, char *err,
+		     size_t errlen);
+/* Calls fn for every key >= start that begins with prefix, in key order; fn returns
+ * non-zero to stop (returned). 0, the stop value, or -1 on error. */
+int catalog_kv_scan(struct catalog *c, const void *prefix, size_t plen, const void *start,
+		    size_t slen,
+		    int (*fn)(const char *k, size_t klen, const char *v, size_t vlen, void *arg),
+		    void *arg, char *err, size_t errlen);
+
 /* Record codec (exposed for tests): returns malloc'd bytes or NULL; decode 0/-1. */
 uint8_t *cat_record_encode(const struct cat_record *rec, size_t *len);
 int cat_record_decode(const uint8_t *buf, size_t len, struct cat_record *out);

@@ -12,10 +12,12 @@
 
 #include "hsmd/catalog.h"
 #include "hsmd/fan.h"
+#include "hsmd/nsync.h"
 #include "hsmd/scan.h"
 #include "hsmd/worker.h"
 #include "lib/config.h"
 #include "lib/log.h"
+#include "lib/pathsafe.h"
 
 /* The directory an event names, resolved to a volume and a path below its root. */
 static int notify_dir(struct hsmd *h, struct fanotify_event_info_fid *fid, struct hsmd_vol **vol,
@@ -93,14 +95,18 @@ static void notify_file(struct hsmd *h, uint64_t mask, struct hsmd_vol *v, int d
 		struct hsm_fid fid;
 		struct cat_record cr;
 
-		if (catalog_lookup_path(h->cat, v->cfg->name, rel, &fid, err, sizeof(err)) != 0)
+		if (catalog_lookup_path(h->cat, v->cfg->name, rel, &fid, err, sizeof(err)) != 0) {
+			/* not a file we know: perhaps a symlink */
+			nsync_note_link(h, v, rel, NULL, NULL);
 			return;
-		if ((mask & FAN_DELETE) && catalog_get(h->cat, &fid, &cr, err, sizeof(err)) == 0) {
+		}
+		if (catalog_get(h->cat, &fid, &cr, err, sizeof(err)) == 0) {
 			int same = !strcmp(cr.path, rel);
 
 			cat_record_clear(&cr);
-			if (same) {
+			if (same && (mask & FAN_DELETE)) {
 				catalog_delete(h->cat, &fid, err, sizeof(err));
+				nsync_note_gone(h, v, &fid);
 				return;
 			}
 		}
@@ -108,8 +114,19 @@ static void notify_file(struct hsmd *h, uint64_t mask, struct hsmd_vol *v, int d
 		return;
 	}
 	fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-	if (fd < 0)
-		return; /* gone again, or a symlink/special file */
+	if (fd < 0) {
+		char target[HSM_PATH_MAX + 1];
+		ssize_t n;
+
+		/* gone again, a special file, or a symlink (which the namespace carries) */
+		if (errno == ELOOP && fstatat(dirfd, name, &sb, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    S_ISLNK(sb.st_mode) &&
+		    (n = readlinkat(dirfd, name, target, sizeof(target) - 1)) > 0) {
+			target[n] = '\0';
+			nsync_note_link(h, v, rel, &sb, target);
+		}
+		return;
+	}
 	if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode))
 		goto out;
 	if ((mask & FAN_MODIFY) && !(mask & (FAN_CREATE | FAN_CLOSE_WRITE | FAN_MOVED_TO))) {
@@ -130,9 +147,13 @@ static void notify_file(struct hsmd *h, uint64_t mask, struct hsmd_vol *v, int d
 	}
 	if ((mask & FAN_MODIFY) && st.state == HSM_STATE_ARCHIVED)
 		notify_mark_dirty(h, fd, &st);
-	if (mask & (FAN_CREATE | FAN_MOVED_TO))
+	if (mask & (FAN_CREATE | FAN_MOVED_TO)) {
+		/* A new file's content comes with its close: publishing it now would cost
+		 * the peers a version of it that nobody wrote on purpose. */
+		h->ns_quiet = (mask & FAN_CREATE) && !(mask & (FAN_CLOSE_WRITE | FAN_MOVED_TO));
 		scan_note(h, v, rel, &sb, &st, NULL, CAT_J_CREATE);
-	else if (mask & (FAN_CLOSE_WRITE | FAN_MODIFY))
+		h->ns_quiet = 0;
+	} else if (mask & (FAN_CLOSE_WRITE | FAN_MODIFY))
 		scan_note(h, v, rel, &sb, &st, NULL, CAT_J_MODIFY);
 	else
 		scan_note(h, v, rel, &sb, &st, NULL, CAT_J_ATTRIB);
@@ -168,6 +189,14 @@ static void notify_event(struct hsmd *h, struct fanotify_event_metadata *md)
 	if (notify_dir(h, dfid, &v, &dirfd, dirrel, sizeof(dirrel)) < 0)
 		return;
 	if (md->mask & FAN_ONDIR) {
+		char rel[4400];
+		struct stat sb;
+
+		snprintf(rel, sizeof(rel), "%s%s%s", dirrel, *dirrel ? "/" : "", name);
+		if (md->mask & (FAN_DELETE | FAN_MOVED_FROM))
+			nsync_note_dir(h, v, rel, NULL);
+		else if (fstatat(dirfd, name, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(sb.st_mode))
+			nsync_note_dir(h, v, rel, &sb);
 		/* A directory moved in brings a whole subtree under new names. */
 		if ((md->mask & FAN_MOVED_TO) && !h->scanning)
 			scan_start(h);
@@ -195,16 +224,24 @@ static void notify_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 			return;
 		}
 		for (; FAN_EVENT_OK(md, len); md = FAN_EVENT_NEXT(md, len)) {
+			/* Events with names are not 8-byte aligned in the buffer: each is
+			 * handled from an aligned copy. */
+			static uint64_t one[1024];
+			struct fanotify_event_metadata *e = (void *)one;
+
 			h->ev_notify++;
-			if (md->mask & FAN_Q_OVERFLOW) {
+			if (md->event_len > sizeof(one))
+				continue;
+			memcpy(one, md, md->event_len);
+			if (e->mask & FAN_Q_OVERFLOW) {
 				log_warnx("change queue overflowed; rescanning");
 				if (!h->scanning)
 					scan_start(h);
 				continue;
 			}
-			if (md->pid == self)
+			if (e->pid == self)
 				continue;
-			notify_event(h, md);
+			notify_event(h, e);
 		}
 	}
 }

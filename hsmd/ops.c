@@ -14,6 +14,8 @@
 #include "hsmd/control.h"
 #include "hsmd/intercept.h"
 #include "hsmd/scan.h"
+#include "hsmd/nsync.h"
+#include "hsmd/sources.h"
 #include "hsmd/worker.h"
 #include "lib/config.h"
 #include "lib/hash.h"
@@ -602,6 +604,55 @@ static int ops_take_paths(struct batch *b, struct json_object *paths, char *err,
 	return 0;
 }
 
+/* "sites": the order recall would try the sources of one file in, with their health. */
+static void ops_sites(struct hsmd *h, struct ctl_conn *c, struct json_object *req)
+{
+	struct json_object *paths, *p, *r;
+	struct hsm_state st;
+	struct hsmd_vol *v;
+	const char *path, *rel;
+	char err[256];
+	int fd;
+
+	if (!json_object_object_get_ex(req, "paths", &paths) ||
+	    !json_object_is_type(paths, json_type_array) || json_object_array_length(paths) != 1 ||
+	    !(p = json_object_array_get_idx(paths, 0)) ||
+	    !json_object_is_type(p, json_type_string)) {
+		ctl_end(c, 0, 0, 0, "sites takes exactly one path", NULL);
+		return;
+	}
+	path = json_object_get_string(p);
+	if (path_check_absolute(path, (size_t)json_object_get_string_len(p), err, sizeof(err)) <
+	    0) {
+		ctl_end(c, 0, 0, 0, err, NULL);
+		return;
+	}
+	v = hsmd_vol_for(h, path, &rel);
+	if (!v) {
+		ctl_end(c, 0, 0, 0, "not in a managed volume", NULL);
+		return;
+	}
+	fd = path_open_beneath(v->root_fd, rel, O_RDONLY | O_NONBLOCK | O_CLOEXEC, 0);
+	if (fd < 0) {
+		snprintf(err, sizeof(err), "%s: %s", path, strerror(errno));
+		ctl_end(c, 0, 0, 0, err, NULL);
+		return;
+	}
+	if (scan_adopt(fd, h->cfg->site, &st, err, sizeof(err)) < 0) {
+		close(fd);
+		ctl_end(c, 0, 0, 0, err, NULL);
+		return;
+	}
+	close(fd);
+	r = json_object_new_object();
+	json_object_object_add(r, "path", json_object_new_string(path));
+	json_object_object_add(r, "state", json_object_new_string(hsm_state_name(st.state)));
+	json_object_object_add(r, "owner", json_object_new_string(st.owner));
+	json_object_object_add(r, "version", json_object_new_int64((int64_t)st.version));
+	json_object_object_add(r, "sources", sources_describe(h, v->cfg->name, &st));
+	ctl_end(c, 1, 0, 0, NULL, r);
+}
+
 void ops_dispatch(struct hsmd *h, struct ctl_conn *c, struct json_object *req)
 {
 	struct json_object *v, *verb, *paths = NULL, *opts = NULL, *jobs;
@@ -626,6 +677,18 @@ void ops_dispatch(struct hsmd *h, struct ctl_conn *c, struct json_object *req)
 	}
 	if (!strcmp(name, "metrics")) {
 		ops_metrics(h, c);
+		return;
+	}
+	if (!strcmp(name, "conflicts") || !strcmp(name, "peers")) {
+		struct json_object *r = json_object_new_object();
+
+		json_object_object_add(
+		    r, name, name[0] == 'c' ? nsync_conflicts(h->ns) : nsync_status(h->ns));
+		ctl_end(c, 1, 0, 0, NULL, r);
+		return;
+	}
+	if (!strcmp(name, "sites")) {
+		ops_sites(h, c, req);
 		return;
 	}
 	b = calloc(1, sizeof(*b));

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "hsmd/catalog.h"
+#include "hsmd/nsync.h"
 #include "hsmd/worker.h"
 #include "lib/config.h"
 #include "lib/log.h"
@@ -59,11 +60,15 @@ int scan_adopt(int fd, const char *site, struct hsm_state *st, char *err, size_t
 }
 
 void scan_note(struct hsmd *h, struct hsmd_vol *v, const char *rel, const struct stat *sb,
-	       const struct hsm_state *st, const struct timespec *archived_ctime, int op)
+	       const struct hsm_state *st_in, const struct timespec *archived_ctime, int op)
 {
 	struct cat_record rec, old;
+	struct hsm_state cur = *st_in, *st = &cur;
 	char err[512];
 	int have_old;
+
+	/* The namespace first: a content change gets its new version there. */
+	nsync_note(h, v, rel, sb, st);
 
 	memset(&rec, 0, sizeof(rec));
 	rec.fid = st->fid;
@@ -77,7 +82,7 @@ void scan_note(struct hsmd *h, struct hsmd_vol *v, const char *rel, const struct
 	rec.mtime_sec = sb->st_mtim.tv_sec;
 	rec.mtime_nsec = (uint32_t)sb->st_mtim.tv_nsec;
 	memcpy(rec.manifest_id, st->manifest_id, 32);
-	snprintf(rec.owner, sizeof(rec.owner), "%s", st->owner);
+	snprintf(rec.owner, sizeof(rec.owner), "%.*s", HSM_SITE_MAX, st->owner);
 	have_old = catalog_get(h->cat, &st->fid, &old, err, sizeof(err));
 	if (have_old < 0)
 		log_warnx("catalog: %s", err);

@@ -5,6 +5,7 @@
 #include <grp.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -178,6 +179,7 @@ static int sup_socket(struct hsm_config *cfg)
 
 static pid_t sup_spawn(struct worker_args *wa, const sigset_t *oldmask)
 {
+	pid_t parent = getpid();
 	pid_t pid = fork();
 
 	if (pid < 0) {
@@ -186,6 +188,10 @@ static pid_t sup_spawn(struct worker_args *wa, const sigset_t *oldmask)
 	}
 	if (pid == 0) {
 		sigprocmask(SIG_SETMASK, oldmask, NULL);
+		/* A worker outliving its supervisor would hold the volumes' files and the peer
+		 * port with nobody to restart or stop it. */
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+			_exit(1);
 		_exit(worker_main(wa));
 	}
 	wa->shared->generation++;

@@ -13,10 +13,15 @@
 #include "hsmd/control.h"
 #include "hsmd/intercept.h"
 #include "hsmd/notify.h"
+#include "hsmd/nsync.h"
+#include "hsmd/peer.h"
 #include "hsmd/scan.h"
+#include "hsmd/sources.h"
+#include "hsmd/peer_data.h"
 #include "lib/config.h"
 #include "lib/log.h"
 #include "lib/pool.h"
+#include "recall/peer_client.h"
 #include "recall/store.h"
 
 struct hsmd_vol *hsmd_vol_for(struct hsmd *h, const char *abs, const char **rel)
@@ -152,7 +157,24 @@ int worker_main(struct worker_args *wa)
 	h.mv.unwatch = intercept_unwatch;
 	h.mv.settle = intercept_settle;
 	h.mv.unwatch_ctx = &h;
+	h.peers = peers_new(h.loop, h.cfg, err, sizeof(err));
+	if (!h.peers) {
+		log_warnx("peer clients: %s", err);
+		goto out;
+	}
+	h.mv.sources = sources_for;
+	h.mv.sources_ctx = &h;
 
+	h.ns = nsync_new(&h, err, sizeof(err));
+	if (!h.ns) {
+		log_warnx("namespace sync: %s", err);
+		goto out;
+	}
+	h.peer_srv = peer_server_start(&h, err, sizeof(err));
+	if (!h.peer_srv && err[0]) {
+		log_warnx("peer server on %s: %s", h.cfg->listen, err);
+		goto out;
+	}
 	intercept_start(&h);
 	notify_start(&h);
 	h.ctl = control_start(&h, wa->ctl_fd);
@@ -167,6 +189,7 @@ int worker_main(struct worker_args *wa)
 	ev_signal_start(h.loop, &h.int_w);
 	ev_signal_start(h.loop, &h.hup_w);
 	scan_start(&h);
+	nsync_start(h.ns);
 	log_info("worker ready (site %s)", h.cfg->site);
 	ev_run(h.loop, 0);
 	rc = 0;
@@ -177,13 +200,19 @@ out:
 	if (h.pool &&
 	    (pool_pending(h.pool) || (h.store && store_pending(h.store)) || recall_active(&h.mv))) {
 		log_warnx("worker exiting with work in flight; its readers get EIO");
+		nsync_free(h.ns);
+		peer_server_stop(h.peer_srv);
 		catalog_close(h.cat);
 		return rc;
 	}
 	if (h.ctl)
 		control_stop(h.ctl);
+	nsync_free(h.ns);
+	peer_server_stop(h.peer_srv);
 	if (h.pool)
 		pool_free(h.pool);
+	peer_data_free();
+	peers_free(h.peers);
 	store_close(h.store);
 	if (h.cat)
 		catalog_close(h.cat);

@@ -15,6 +15,9 @@ struct hsm_volume_cfg;
 struct catalog;
 struct control;
 struct intercept_defer;
+struct nsync;
+struct peer_server;
+struct peers;
 
 struct worker_args {
 	struct hsm_config *cfg;
@@ -48,6 +51,10 @@ struct hsmd {
 	size_t nvols;
 	struct intercept_defer *releasing; /* fids being released, with held events */
 	struct control *ctl;
+	struct nsync *ns;		 /* namespace sync: feed and pullers */
+	struct peer_server *peer_srv;	 /* NULL without a listen address */
+	int ns_quiet; /* set while noting a change that must not be published yet */
+	struct peers *peers;		 /* clients of the configured peers */
 	time_t started;
 	int scanning;
 	uint64_t ev_perm, ev_allowed, ev_denied, ev_notify;

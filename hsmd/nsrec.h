@@ -1,0 +1,86 @@
+/* Namespace records: the state of one file, directory or symlink as sites exchange it
+ * (DESIGN §7, docs/protocol.md), and the version-vector rules that merge them.
+ *
+ * A record is state, not an operation: applying the same record twice, or records in
+ * another order, ends in the same namespace. Each record carries
+ *   - a version vector (vv): per site, how many changes of this entry that site made;
+ *   - the content dot (owner, version): the site and vv counter of the last write of
+ *     the data, which is also how a peer asks for that data.
+ * Pure code: no I/O. */
+#ifndef HSMD_NSREC_H
+#define HSMD_NSREC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lib/hsmxattr.h"
+
+#define NS_LINE_MAX (2 * 4096 * 3 + 1024) /* escaped path + target, and the fields */
+
+enum ns_kind { NS_FILE = 'f', NS_DIR = 'd', NS_LINK = 'l' };
+
+struct ns_rec {
+	struct hsm_fid fid;
+	char kind; /* enum ns_kind */
+	int deleted;
+	char *path;   /* relative to the volume root; malloc'd, owned */
+	char *target; /* symlink target; malloc'd or NULL */
+	uint32_t mode; /* permission bits (07777) */
+	uint32_t uid, gid;
+	uint64_t size;
+	int64_t mtime_sec;
+	uint32_t mtime_nsec;
+	char owner[HSM_SITE_MAX + 1]; /* content dot: site ... */
+	uint64_t version;	      /* ... and its counter */
+	unsigned nvv;
+	struct hsm_vv_entry vv[HSM_VV_MAX];
+	/* The object store copy, when there is one: of which content version. */
+	uint64_t archived_version;
+	uint64_t archived_size;
+	int64_t archived_mtime_sec;
+	uint32_t archived_mtime_nsec;
+	uint8_t manifest_id[32];
+};
+
+/* One line (no newline): "FID KIND MODE UID GID SIZE MTIME OWNER:VERSION VV ARCHIVED PATH
+ * [TARGET]". Returns the length written (< cap), or -1 if it does not fit or rec is
+ * invalid. */
+int nsrec_format(const struct ns_rec *rec, char *out, size_t cap);
+/* Parses one line (len bytes, no newline). Every field is validated: the path must be a
+ * clean relative path (no "..", ".", empty components, NUL). 0, or -1 with a message. */
+int nsrec_parse(const char *line, size_t len, struct ns_rec *rec, char *err, size_t errlen);
+void nsrec_clear(struct ns_rec *rec);
+/* Deep copy; 0 or -1 (out of memory). */
+int nsrec_copy(struct ns_rec *dst, const struct ns_rec *src);
+
+/* vv counter of site in rec (0 if absent). */
+uint64_t nsrec_vv_get(const struct ns_rec *rec, const char *site);
+/* Sets site's counter (adding the entry); -1 if the vector is full. */
+int nsrec_vv_set(struct ns_rec *rec, const char *site, uint64_t counter);
+/* -1 a < b (b knows everything a knows and more), 0 equal, 1 a > b, 2 concurrent. */
+int nsrec_vv_compare(const struct ns_rec *a, const struct ns_rec *b);
+/* a.vv = the entry-wise maximum of a and b. -1 if it does not fit. */
+int nsrec_vv_merge(struct ns_rec *a, const struct ns_rec *b);
+/* 1 if rec's vector has seen the content dot (owner, version). */
+int nsrec_knows(const struct ns_rec *rec, const char *owner, uint64_t version);
+/* 1 if a and b name the same content (same dot). */
+int nsrec_same_content(const struct ns_rec *a, const struct ns_rec *b);
+/* Which of two concurrent versions keeps the name: the later (mtime, owner).
+ * Returns 1 if a wins, 0 if b wins; total and the same at every site. */
+int nsrec_wins(const struct ns_rec *a, const struct ns_rec *b);
+/* The name the losing version gets: NAME.conflict-OWNER-YYYYmmddTHHMMSS[.ext] in the
+ * same directory, from the loser's owner and mtime (UTC). malloc'd or NULL. */
+char *nsrec_conflict_path(const char *path, const char *owner, int64_t mtime_sec);
+/* The fid of the conflict copy made of (fid, owner, version): the same at every site. */
+void nsrec_conflict_fid(const struct hsm_fid *fid, const char *owner, uint64_t version,
+			struct hsm_fid *out);
+/* The fid of a directory: derived from the volume and path (directories have no
+ * state record of their own). */
+void nsrec_dir_fid(const char *volume, const char *path, struct hsm_fid *out);
+
+/* Path escaping for the wire: bytes <= ' ', '%' and 0x7f become %XX. */
+int ns_escape(const char *in, char *out, size_t cap);
+/* The reverse, rejecting %00 and malformed escapes; -1 on error. */
+int ns_unescape(const char *in, size_t len, char *out, size_t cap);
+
+#endif

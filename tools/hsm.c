@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "tools/hsm_ca.h"
 #include "tools/hsm_client.h"
 #include "tools/hsm_print.h"
 
@@ -35,6 +36,7 @@ enum {
 	VF_JOBS = 1 << 1,  /* takes -j N */
 	VF_BAR = 1 << 2,   /* progress bar and a summary line */
 	VF_NODIR = 1 << 3, /* a directory is an error unless -r walks it */
+	VF_ONE = 1 << 4,   /* exactly one PATH, sent with the request */
 };
 
 struct ctx;
@@ -106,11 +108,26 @@ static const struct verb verbs[] = {
      run_paths},
     {"pin", VF_PATHS | VF_BAR | VF_NODIR, NULL, "pin [-r] [-f FILE] PATH...",
      "keep files resident at this site",
-     "Sets the pinned flag: the files are never released (a stub stays a stub until read).\n", run_paths},
+     "Sets the pinned flag: the files are never released (a stub stays a stub until read).\n",
+     run_paths},
     {"unpin", VF_PATHS | VF_BAR | VF_NODIR, NULL, "unpin [-r] [-f FILE] PATH...",
-     "clear the pinned flag", "Clears the pinned flag; the files can be released again.\n", run_paths},
+     "clear the pinned flag", "Clears the pinned flag; the files can be released again.\n",
+     run_paths},
     {"metrics", 0, NULL, "metrics [--json]", "Prometheus metrics of hsmd",
      "Prints hsmd's metrics in the Prometheus text format.\n", run_info},
+    {"sites", VF_ONE, NULL, "sites [--json] PATH", "where a recall of PATH would fetch from",
+     "Prints the sources a recall of PATH would try, in order (owner site, other\n"
+     "sites by cost, the object store, with priority overrides), and each one's\n"
+     "health; a source that would be skipped says why.\n",
+     run_info},
+    {"conflicts", 0, NULL, "conflicts [--json]", "conflict copies in the namespace",
+     "Lists the files kept as NAME.conflict-SITE-TIME because two sites wrote them\n"
+     "at the same time: volume, path, the site whose version it is, its mtime.\n",
+     run_info},
+    {"peers", 0, NULL, "peers [--json]", "namespace sync with each peer",
+     "Per peer and volume: reachable or not, how far its changes are applied,\n"
+     "the last error.\n",
+     run_info},
 };
 
 #define NVERBS (sizeof(verbs) / sizeof(verbs[0]))
@@ -735,6 +752,38 @@ static int run_paths(struct ctx *x)
 	return run_finish(x, 1);
 }
 
+/* The absolute path of p without following its last component and without opening
+ * it (a stub must not be recalled by asking where it comes from). malloc'd or NULL. */
+static char *realpath_parent(const char *p)
+{
+	char *copy = strdup(p), *slash, *dir, *out = NULL;
+	const char *base;
+
+	if (!copy)
+		return NULL;
+	slash = strrchr(copy, '/');
+	while (slash && slash != copy && !slash[1]) {
+		*slash = '\0';
+		slash = strrchr(copy, '/');
+	}
+	if (slash) {
+		*slash = '\0';
+		base = slash + 1;
+		dir = realpath(slash == copy ? "/" : copy, NULL);
+	} else {
+		base = copy;
+		dir = realpath(".", NULL);
+	}
+	if (dir && (!strcmp(base, ".") || !strcmp(base, ".."))) {
+		out = realpath(p, NULL);
+	} else if (dir && asprintf(&out, "%s%s%s", dir, strcmp(dir, "/") ? "/" : "", base) < 0) {
+		out = NULL;
+	}
+	free(dir);
+	free(copy);
+	return out;
+}
+
 /* status and metrics: one request without paths, the answer in end.result. */
 static int run_info(struct ctx *x)
 {
@@ -749,6 +798,19 @@ static int run_info(struct ctx *x)
 		return EXIT_FAIL;
 	}
 	req = request_new(x->verb->name);
+	if (x->verb->flags & VF_ONE) {
+		char *abs = realpath_parent(x->args[0]);
+
+		if (!abs) {
+			fprintf(stderr, "hsm: %s: %s: %s\n", x->verb->name, x->args[0],
+				strerror(errno));
+			goto out;
+		}
+		jadd(req, "paths", jcheck(json_object_new_array()));
+		json_object_array_add(json_object_object_get(req, "paths"),
+				      jcheck(json_object_new_string(abs)));
+		free(abs);
+	}
 	if (hsm_client_send(c, req) < 0)
 		goto client_error;
 	do {
@@ -773,6 +835,12 @@ static int run_info(struct ctx *x)
 		jput_line(result);
 	} else if (strcmp(x->verb->name, "status") == 0) {
 		hsm_print_status(stdout, result);
+	} else if (strcmp(x->verb->name, "sites") == 0) {
+		hsm_print_sites(stdout, result);
+	} else if (strcmp(x->verb->name, "conflicts") == 0) {
+		hsm_print_conflicts(stdout, result);
+	} else if (strcmp(x->verb->name, "peers") == 0) {
+		hsm_print_peers(stdout, result);
 	} else if (!text) {
 		fprintf(stderr, "hsm: %s: hsmd sent a malformed reply: no text\n", x->verb->name);
 		goto out;
@@ -898,7 +966,11 @@ static int verb_parse(struct ctx *x, int argc, char **argv, int *rc)
 		*rc = usage_error(x->verb->name, "%s", "no paths given");
 		return -1;
 	}
-	if (!(x->verb->flags & VF_PATHS) && x->nargs > 0) {
+	if ((x->verb->flags & VF_ONE) && x->nargs != 1) {
+		*rc = usage_error(x->verb->name, "%s", "takes exactly one PATH");
+		return -1;
+	}
+	if (!(x->verb->flags & (VF_PATHS | VF_ONE)) && x->nargs > 0) {
 		*rc = usage_error(x->verb->name, "takes no arguments, got '%s'", x->args[0]);
 		return -1;
 	}
@@ -997,6 +1069,9 @@ int main(int argc, char **argv)
 	}
 	if (strcmp(argv[optind], "help") == 0)
 		return flush_stdout(run_help(argc - optind, argv + optind));
+	/* the CA works on files, not through hsmd */
+	if (strcmp(argv[optind], "ca") == 0)
+		return flush_stdout(hsm_ca_main(argc - optind, argv + optind));
 	x.verb = verb_find(argv[optind]);
 	if (!x.verb)
 		return usage_error(NULL, "no verb '%s'", argv[optind]);

@@ -617,3 +617,98 @@ void hsm_progress_signal_clear(void)
 	(void)w; /* the process is about to die of the signal; nothing to do on failure */
 	progress_on_screen = 0;
 }
+
+static json_object *print_array(json_object *result, const char *key)
+{
+	json_object *a = NULL;
+
+	if (!json_object_object_get_ex(result, key, &a) || !json_object_is_type(a, json_type_array))
+		return NULL;
+	return a;
+}
+
+void hsm_print_sites(FILE *f, json_object *result)
+{
+	json_object *a = print_array(result, "sources");
+	size_t n = a ? json_object_array_length(a) : 0;
+
+	hsm_put_jstr(f, json_object_object_get(result, "path"));
+	fputs(": ", f);
+	hsm_put_jstr(f, json_object_object_get(result, "state"));
+	fputs(", version ", f);
+	hsm_put_jstr(f, json_object_object_get(result, "owner"));
+	fprintf(f, ":%llu\n", (unsigned long long)hsm_ju64(result, "version"));
+	if (!n)
+		fputs("  no source: nothing could recall it\n", f);
+	for (size_t i = 0; i < n; i++) {
+		json_object *s = json_object_array_get_idx(a, i);
+		const char *skip = hsm_jstr(s, "reason_skipped"), *err = hsm_jstr(s, "last_error");
+
+		fprintf(f, "  %zu. %-6s ", i + 1, hsm_jstr(s, "kind") ? hsm_jstr(s, "kind") : "-");
+		hsm_put_jstr(f, json_object_object_get(s, "source"));
+		fprintf(f, "  cost %llu", (unsigned long long)hsm_ju64(s, "cost"));
+		if (hsm_jstr(s, "priority") && strcmp(hsm_jstr(s, "priority"), "normal"))
+			fprintf(f, "  priority %s", hsm_jstr(s, "priority"));
+		fputs("  health ", f);
+		hsm_put_jstr(f, json_object_object_get(s, "health"));
+		if (skip && *skip) {
+			fputs("  skipped: ", f);
+			hsm_put_escaped(f, skip, strlen(skip));
+		}
+		if (err && *err) {
+			fputs("  last error: ", f);
+			hsm_put_escaped(f, err, strlen(err));
+		}
+		fputc('\n', f);
+	}
+}
+
+void hsm_print_conflicts(FILE *f, json_object *result)
+{
+	json_object *a = print_array(result, "conflicts");
+	size_t n = a ? json_object_array_length(a) : 0;
+
+	for (size_t i = 0; i < n; i++) {
+		json_object *c = json_object_array_get_idx(a, i);
+		char size[HSM_FMT_LEN], when[32];
+		time_t t = (time_t)hsm_ju64(c, "mtime");
+		struct tm tm;
+
+		hsm_fmt_size(hsm_ju64(c, "size"), size);
+		if (!gmtime_r(&t, &tm) || !strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%SZ", &tm))
+			snprintf(when, sizeof(when), "-");
+		hsm_put_jstr(f, json_object_object_get(c, "volume"));
+		fputc(' ', f);
+		hsm_put_jstr(f, json_object_object_get(c, "path"));
+		fputs("  (version of ", f);
+		hsm_put_jstr(f, json_object_object_get(c, "site"));
+		fprintf(f, ", %s, %s)\n", when, size);
+	}
+	fprintf(f, "%zu conflict cop%s\n", n, n == 1 ? "y" : "ies");
+}
+
+void hsm_print_peers(FILE *f, json_object *result)
+{
+	json_object *a = print_array(result, "peers");
+	size_t n = a ? json_object_array_length(a) : 0;
+
+	if (!n)
+		fputs("no peers share a volume with this site\n", f);
+	for (size_t i = 0; i < n; i++) {
+		json_object *p = json_object_array_get_idx(a, i);
+		const char *err = hsm_jstr(p, "last_error");
+
+		hsm_put_jstr(f, json_object_object_get(p, "peer"));
+		fputs(" volume ", f);
+		hsm_put_jstr(f, json_object_object_get(p, "volume"));
+		fprintf(f, ": %s, %llu changes applied, cursor %llu",
+			hsm_jbool(p, "up") ? "up" : "down",
+			(unsigned long long)hsm_ju64(p, "applied"),
+			(unsigned long long)hsm_ju64(p, "cursor"));
+		if (err && *err) {
+			fputs(", last error: ", f);
+			hsm_put_escaped(f, err, strlen(err));
+		}
+		fputc('\n', f);
+	}
+}

@@ -34,6 +34,10 @@ int hsm_jbool(json_object *obj, const char *key);	 /* 0 */
  * for {"site","counter"} or [site, counter], else compact JSON; "-" for null. */
 void hsm_jbrief(json_object *v, char *buf, size_t len);
 
+/* The results of the sites, conflicts and peers verbs. */
+void hsm_print_sites(FILE *f, json_object *result);
+void hsm_print_conflicts(FILE *f, json_object *result);
+void hsm_print_peers(FILE *f, json_object *result);
 /* Prints the result object of the status verb. */
 void hsm_print_status(FILE *f, json_object *result);
 

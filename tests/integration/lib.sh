@@ -32,6 +32,7 @@ HSMD_LOG=""          # where its output goes (appended across restarts)
 IT_LOOPS=()          # loop devices we attached
 IT_MOUNTS=()         # mount points we mounted
 IT_PIDS=()           # other processes we started
+IT_CLEANUP_HOOKS=()  # functions cleanup runs before it kills processes and unmounts
 IT_WATCHDOG=""
 IT_CLEANED=0
 IT_FINISHED=0        # tap_done ran: the script reached its end
@@ -654,6 +655,11 @@ cleanup() {
 		sed 's/^/# /' "$T/hangs"
 	fi
 	dump_logs_on_failure
+	# Helpers with resources of their own (sites.sh: namespaces, links) undo them
+	# first, while the volumes they use are still mounted.
+	for p in "${IT_CLEANUP_HOOKS[@]}"; do
+		"$p"
+	done
 	if [ -n "$HSMD_PID" ]; then
 		for p in $(pgrep -P "$HSMD_PID" 2>/dev/null); do
 			kill -KILL "$p" 2>/dev/null

@@ -1,8 +1,11 @@
-# A real S3 server for integration tests: moto_server on 127.0.0.1 with signature
+# A real S3 server for integration tests: moto_server (on 127.0.0.1 unless told) with signature
 # checking on. Source this file, then:
 #
-#   moto_start DIR   starts it (log, credentials in DIR) and exports
-#                    MOTO_PID, MOTO_ENDPOINT (http://127.0.0.1:PORT), MOTO_BUCKET,
+#   moto_start DIR [HOST]
+#                    starts it (log, credentials in DIR) on HOST (an address of this
+#                    machine, default 127.0.0.1; sites.sh uses its bridge address so
+#                    that network namespaces reach it) and exports
+#                    MOTO_PID, MOTO_ENDPOINT (http://HOST:PORT), MOTO_BUCKET,
 #                    MOTO_CRED (credentials file, mode 0600, "access_key = ..." /
 #                    "secret_key = ..."), MOTO_BAD_CRED (same key id, wrong secret),
 #                    MOTO_LOG. Returns 1 with a message on stderr when it cannot.
@@ -17,11 +20,12 @@
 MOTO_NO_AUTH_ACTIONS=4 # create_user, create_policy, attach_user_policy, create_access_key
 : "${MOTO_BUCKET:=hsm-test}"
 
+# moto_free_port [HOST]: a TCP port free on HOST (default 127.0.0.1).
 moto_free_port() {
-	python3 -c 'import socket
+	python3 -c 'import socket, sys
 s = socket.socket()
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])'
+s.bind((sys.argv[1], 0))
+print(s.getsockname()[1])' "${1:-127.0.0.1}"
 }
 
 # moto_wait_up URL PID: polls for up to 30 s until moto answers.
@@ -69,7 +73,7 @@ for path, sec in ((cred, secret), (bad, "wrong" + secret)):
 '
 
 moto_start() {
-	local dir=$1 port try
+	local dir=$1 host=${2:-127.0.0.1} port try
 	if ! command -v moto_server >/dev/null 2>&1; then
 		echo "moto_start: moto_server is not on PATH (pip install 'moto[server]')" >&2
 		return 1
@@ -84,10 +88,10 @@ moto_start() {
 	MOTO_BAD_CRED="$dir/moto-bad.cred"
 	# The port is free when chosen and may be taken before moto binds it: try again.
 	for try in 1 2 3; do
-		port=$(moto_free_port) || { echo "moto_start: no free port" >&2; return 1; }
-		MOTO_ENDPOINT="http://127.0.0.1:$port"
+		port=$(moto_free_port "$host") || { echo "moto_start: no free port on $host" >&2; return 1; }
+		MOTO_ENDPOINT="http://$host:$port"
 		INITIAL_NO_AUTH_ACTION_COUNT=$MOTO_NO_AUTH_ACTIONS \
-			moto_server -H 127.0.0.1 -p "$port" >>"$MOTO_LOG" 2>&1 </dev/null &
+			moto_server -H "$host" -p "$port" >>"$MOTO_LOG" 2>&1 </dev/null &
 		MOTO_PID=$!
 		moto_wait_up "$MOTO_ENDPOINT" "$MOTO_PID" && break
 		moto_stop

@@ -1,0 +1,143 @@
+#!/bin/bash
+# Three sites (a, b, c), each its own hsmd, volume and state in its own network
+# namespace, joined over veth through a bridge, talking mutual TLS; one shared
+# file:// object store. DESIGN §7 and issue "Sites":
+#  - a file written at a appears at b and c as a stub within 2 s; reading it at b
+#    recalls it from a (the only holder: never archived) with identical bytes;
+#  - with a stopped, c recalls it from b (the only other holder), never zeros;
+#  - a stopped and the file never archived: a reader at c gets EIO quickly, and
+#    reads work once a is back;
+#  - rename, chmod, mkdir, symlink and delete at one site reach the others; a site
+#    that was down catches up when it starts again;
+#  - concurrent writes at a and b: exactly one conflict copy at every site, both
+#    versions' bytes intact, and hsm conflicts lists it;
+#  - hsm sites PATH prints the source order.
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/sites.sh"
+it_setup_root
+
+# site_state SITE FILE: the hsm state of FILE at SITE ("error: ..." if none).
+site_state() {
+	local out s
+	out=$(site_hsm "$1" state --json "$2" 2>&1)
+	s=$(printf '%s\n' "$out" | json_get state item)
+	[ -n "$s" ] && echo "$s" || echo "error: $(printf '%s' "$out" | tr '\n' ' ' | head -c 200)"
+}
+
+# wait_for SECONDS CMD...: polls CMD every 0.1 s until it succeeds; 1 on timeout.
+wait_for() {
+	local limit=$1 i
+	shift
+	for ((i = 0; i < limit * 10; i++)); do
+		"$@" >/dev/null 2>&1 && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+is_stub() { [ "$(site_state "$1" "$2")" = stub ]; }
+exists() { [ -e "$1" ] || [ -L "$1" ]; }
+gone() { ! [ -e "$1" ] && ! [ -L "$1" ]; }
+
+sites_init a b c
+for s in a b c; do
+	site_start "$s" || bail_out "site $s did not start"
+done
+A=$(site_vol a)
+B=$(site_vol b)
+C=$(site_vol c)
+
+# ---- a new file shows up everywhere as a stub and is recalled from its owner
+mkrand "$T/one.orig" 3M
+want=$(sha256sum <"$T/one.orig" | cut -d' ' -f1)
+t0=$(date +%s.%N)
+cp "$T/one.orig" "$A/one"
+ok 'wait_for 5 is_stub b "$B/one"' "a's new file is a stub at b" "$(site_state b "$B/one")"
+t1=$(date +%s.%N)
+ok 'wait_for 5 is_stub c "$C/one"' "a's new file is a stub at c" "$(site_state c "$C/one")"
+ok "awk -v a=$t0 -v b=$t1 'BEGIN{exit !(b - a < 2.0)}'" \
+	"it appeared at b within 2 s ($(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b - a}') s)"
+is "$(stat -c '%s %a %Y' "$B/one")" "$(stat -c '%s %a %Y' "$A/one")" \
+	"the stub at b has a's size, mode and mtime"
+is "$(stat -c %b "$B/one")" 0 "the stub at b holds no data"
+like "$(site_hsm b sites "$B/one" 2>&1)" "1\\. +peer +a" "hsm sites at b lists the owner a first"
+is "$(sha "$B/one")" "$want" "reading at b recalls a's bytes (never archived: only a has them)"
+is "$(site_state b "$B/one")" resident "after the read the file is resident at b"
+
+# ---- with the owner down, c recalls from b
+site_stop a
+is "$(sha "$C/one")" "$want" "a stopped: c recalls the file from b"
+site_start a || bail_out "site a did not restart"
+
+# ---- never archived, owner down: EIO, bounded in time; then it works
+mkrand "$T/two.orig" 1M
+cp "$T/two.orig" "$A/two"
+ok 'wait_for 5 is_stub c "$C/two"' "a second file is a stub at c"
+site_stop a
+t0=$(date +%s)
+VT=60 vt cat "$C/two" >/dev/null 2>"$T/two.err"
+rc=$?
+t1=$(date +%s)
+ok '[ "$rc" -ne 0 ] && grep -q "Input/output error" "$T/two.err"' \
+	"a down, not archived: the read at c fails with EIO" "rc=$rc $(cat "$T/two.err")"
+ok '[ $((t1 - t0)) -le 30 ]' "and fails within 30 s ($((t1 - t0)) s)"
+is "$(site_state c "$C/two")" stub "the file is still a stub at c"
+site_start a || bail_out "site a did not restart"
+ok 'wait_for 20 test "$(sha "$C/two")" = "$(sha256sum <"$T/two.orig" | cut -d" " -f1)"' \
+	"a back: the read at c returns the data"
+
+# ---- rename, chmod, mkdir, symlink, delete
+mkdir -p "$A/dir/sub"
+echo hello >"$A/dir/sub/f"
+ok 'wait_for 5 exists "$B/dir/sub/f"' "a file in new directories reaches b"
+mv "$A/dir/sub/f" "$A/dir/g"
+ok 'wait_for 5 exists "$B/dir/g" && gone "$B/dir/sub/f"' "a rename at a reaches b"
+ok 'wait_for 5 exists "$C/dir/g" && gone "$C/dir/sub/f"' "a rename at a reaches c"
+chmod 600 "$A/dir/g"
+ok 'wait_for 5 test "$(stat -c %a "$B/dir/g")" = 600' "a chmod at a reaches b"
+ln -s dir/g "$A/link"
+ok 'wait_for 5 test "$(readlink "$B/link" 2>/dev/null)" = dir/g' "a symlink at a reaches b"
+mkdir "$A/empty"
+ok 'wait_for 5 test -d "$C/empty"' "an empty directory made at a reaches c"
+rm "$B/dir/g"
+ok 'wait_for 5 gone "$A/dir/g"' "a delete at b reaches a"
+ok 'wait_for 5 gone "$C/dir/g"' "a delete at b reaches c"
+rmdir "$A/empty"
+ok 'wait_for 5 gone "$C/empty"' "an rmdir at a reaches c"
+
+# ---- a site that was down catches up
+site_stop c
+echo late >"$A/late"
+mv "$A/two" "$A/two-renamed"
+rm -f "$A/one"
+site_start c || bail_out "site c did not restart"
+ok 'wait_for 10 exists "$C/late"' "c, down meanwhile, gets the new file"
+ok 'wait_for 10 exists "$C/two-renamed" && gone "$C/two"' "c gets the rename"
+ok 'wait_for 10 gone "$C/one"' "c gets the delete"
+is "$(cat "$C/late" 2>&1)" late "and reads the new file"
+
+# ---- concurrent writes at a and b
+echo base >"$A/doc.txt"
+ok 'wait_for 5 exists "$B/doc.txt"' "doc.txt reaches b"
+cat "$B/doc.txt" >/dev/null
+site_isolate b
+echo "version of a" >"$A/doc.txt"
+sleep 1.1 # b's write is the later one: b keeps the name
+echo "version of b" >"$B/doc.txt"
+site_reconnect b
+conflicts_at() { ls "$1" | grep -c '^doc\.conflict-.*\.txt$'; }
+for s in a b c; do
+	v=$(site_vol "$s")
+	ok 'wait_for 15 test "$(conflicts_at "$v")" = 1' "exactly one conflict copy at $s" \
+		"$(ls "$v")"
+	is "$(cat "$v/doc.txt" 2>&1)" "version of b" "at $s doc.txt holds the later write (b's)"
+	is "$(cat "$v"/doc.conflict-a-*.txt 2>&1)" "version of a" \
+		"at $s the conflict copy holds a's version"
+done
+sleep 2
+for s in a b c; do
+	is "$(conflicts_at "$(site_vol "$s")")" 1 "still exactly one conflict copy at $s"
+done
+like "$(site_hsm c conflicts 2>&1)" "doc\\.conflict-a-.*\\.txt" "hsm conflicts at c lists it"
+
+tap_done

@@ -131,7 +131,14 @@ int nsrec_format(const struct ns_rec *r, char *out, size_t cap)
 		free(path);
 		return -1;
 	}
-	if (r->kind == NS_LINK && r->target) {
+	if (r->kind == NS_FILE && r->has_origin) {
+		target = malloc(33);
+		if (!target) {
+			free(path);
+			return -1;
+		}
+		hsm_fid_hex(&r->origin, target);
+	} else if (r->kind == NS_LINK && r->target) {
 		size_t tlen = strlen(r->target) * 3 + 1;
 
 		target = malloc(tlen);
@@ -346,7 +353,18 @@ int nsrec_parse(const char *line, size_t len, struct ns_rec *r, char *err, size_
 		return ns_fail(err, errlen, "bad archived copy");
 	if (ns_field(&p, e, &f, &n) < 0 || !(r->path = ns_path_field(f, n)))
 		return ns_fail(err, errlen, "bad path");
-	if (p < e) {
+	if (p < e && r->kind == NS_FILE) {
+		if (ns_field(&p, e, &f, &n) < 0 || p < e || n != 32) {
+			nsrec_clear(r);
+			return ns_fail(err, errlen, "unexpected text after the path");
+		}
+		memcpy(fid, f, 32);
+		if (hsm_fid_parse(fid, &r->origin) < 0 || hsm_fid_is_zero(&r->origin)) {
+			nsrec_clear(r);
+			return ns_fail(err, errlen, "bad origin fid");
+		}
+		r->has_origin = 1;
+	} else if (p < e) {
 		if (r->kind != NS_LINK || ns_field(&p, e, &f, &n) < 0 || p < e) {
 			nsrec_clear(r);
 			return ns_fail(err, errlen, "unexpected text after the path");

@@ -40,10 +40,14 @@ struct ns_rec {
 	int64_t archived_mtime_sec;
 	uint32_t archived_mtime_nsec;
 	uint8_t manifest_id[32];
+	/* A conflict copy names the file it was split from: the site whose data it holds
+	 * makes it from that file instead of a stub nobody could fill. */
+	int has_origin;
+	struct hsm_fid origin;
 };
 
 /* One line (no newline): "FID KIND MODE UID GID SIZE MTIME OWNER:VERSION VV ARCHIVED PATH
- * [TARGET]". Returns the length written (< cap), or -1 if it does not fit or rec is
+ * [TARGET | ORIGIN]" (TARGET for symlinks, ORIGIN (32 hex) for conflict copies). Returns the length written (< cap), or -1 if it does not fit or rec is
  * invalid. */
 int nsrec_format(const struct ns_rec *rec, char *out, size_t cap);
 /* Parses one line (len bytes, no newline). Every field is validated: the path must be a

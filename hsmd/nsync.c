@@ -944,6 +944,48 @@ rename_r:
 	return 0;
 }
 
+/* m is a conflict copy of data this site wrote, made elsewhere: this site may be the
+ * only holder of that data, in the file m was split from. That file becomes the copy
+ * (renamed, re-identified) instead of a stub nobody could fill; the record of the
+ * original that follows makes a stub of the winner at the original name. 0 done,
+ * -1 not applicable. */
+static int ns_split_own(struct nsync *ns, struct hsmd_vol *v, const struct ns_rec *m)
+{
+	struct hsmd *h = ns->h;
+	struct hsm_state st;
+	char *where = NULL;
+	int fd, r;
+
+	if (!m->has_origin || m->deleted || strcmp(m->owner, h->cfg->site))
+		return -1;
+	fd = ns_find_local(h, v, &m->origin, m->path, &where, &st);
+	if (fd < 0)
+		return -1;
+	if (st.state == HSM_STATE_STUB || st.version != m->version || strcmp(st.owner, m->owner)) {
+		close(fd);
+		free(where);
+		return -1;
+	}
+	r = ns_rename(v, where, m->path);
+	if (r == 0) {
+		st.fid = m->fid;
+		st.nvv = m->nvv;
+		memcpy(st.vv, m->vv, sizeof(st.vv));
+		if (ns_write_state(fd, &st, XATTR_REPLACE) < 0)
+			log_warn("nsync: %s/%s: re-identify the conflict copy", v->cfg->path,
+				 m->path);
+		log_info("nsync: %s/%s: this site's version of %s kept as the conflict copy",
+			 v->cfg->path, m->path, where);
+	}
+	close(fd);
+	free(where);
+	if (r < 0)
+		return -1;
+	ns_publish(ns, v->cfg->name, m);
+	ns_catalog_note(h, v, m->path);
+	return 0;
+}
+
 /* Brings the local namespace to m (the winner of a merge, or a dominating record),
  * l being what we published for that fid before (NULL if nothing). Publishes m.
  * 0 done, 1 busy (retry later), -1 failed. */
@@ -1029,6 +1071,8 @@ static int ns_make_local(struct nsync *ns, struct hsmd_vol *v, struct ns_rec *m,
 		}
 		goto publish;
 	}
+	if (fd < 0 && ns_split_own(ns, v, m) == 0)
+		return 0;
 	if (fd < 0) {
 		for (int tries = 0; tries < 3; tries++) {
 			r = ns_create_stub(h, v, m);
@@ -1126,6 +1170,8 @@ static int ns_conflict_copy(struct nsync *ns, struct hsmd_vol *v, const struct n
 	if (nsrec_copy(c, loser) < 0)
 		return -1;
 	nsrec_conflict_fid(&loser->fid, loser->owner, loser->version, &c->fid);
+	c->has_origin = 1;
+	c->origin = loser->fid;
 	free(c->path);
 	c->path = nsrec_conflict_path(loser->path, loser->owner, loser->mtime_sec);
 	c->nvv = 0;
@@ -1288,8 +1334,9 @@ static void ns_puller_down(struct ns_puller *p, const char *why)
 	p->up = 0;
 	snprintf(p->last_error, sizeof(p->last_error), "%s", why);
 	p->backoff = p->backoff ? p->backoff * 2 : 0.5;
-	if (p->backoff > 10)
-		p->backoff = 10;
+	/* short: a healed partition should not wait long for the next try */
+	if (p->backoff > 3)
+		p->backoff = 3;
 	ev_timer_set(&p->timer, p->backoff, 0);
 	ev_timer_start(p->ns->h->loop, &p->timer);
 }

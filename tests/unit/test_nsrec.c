@@ -70,6 +70,28 @@ static void test_roundtrip(void **state)
 	nsrec_clear(&r);
 }
 
+static void test_origin(void **state)
+{
+	struct ns_rec r, back;
+	char line[NS_LINE_MAX], err[128];
+	int n;
+
+	(void)state;
+	rec_init(&r, "doc.conflict-a-20260101T000000.txt");
+	r.has_origin = 1;
+	memset(r.origin.b, 0x5a, 16);
+	n = nsrec_format(&r, line, sizeof(line));
+	assert_true(n > 0);
+	assert_int_equal(nsrec_parse(line, (size_t)n, &back, err, sizeof(err)), 0);
+	assert_int_equal(back.has_origin, 1);
+	assert_memory_equal(back.origin.b, r.origin.b, 16);
+	nsrec_clear(&back);
+	/* an origin that is not a fid */
+	line[n - 1] = 'g';
+	assert_int_equal(nsrec_parse(line, (size_t)n, &back, err, sizeof(err)), -1);
+	nsrec_clear(&r);
+}
+
 static void test_symlink(void **state)
 {
 	struct ns_rec r, back;
@@ -217,10 +239,15 @@ static void test_escape(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_roundtrip),	  cmocka_unit_test(test_symlink),
-	    cmocka_unit_test(test_bad_lines),	  cmocka_unit_test(test_vv),
-	    cmocka_unit_test(test_wins_is_total), cmocka_unit_test(test_conflict_names),
-	    cmocka_unit_test(test_derived_fids),  cmocka_unit_test(test_escape),
+	    cmocka_unit_test(test_roundtrip),
+	    cmocka_unit_test(test_symlink),
+	    cmocka_unit_test(test_origin),
+	    cmocka_unit_test(test_bad_lines),
+	    cmocka_unit_test(test_vv),
+	    cmocka_unit_test(test_wins_is_total),
+	    cmocka_unit_test(test_conflict_names),
+	    cmocka_unit_test(test_derived_fids),
+	    cmocka_unit_test(test_escape),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -235,7 +235,11 @@ struct json_object *sources_describe(struct hsmd *h, const char *volume, const s
 			ph = pc ? peer_health(pc) : NULL;
 			health = ph ? (ph->up ? "up" : "down") : "n/a";
 		}
-		json_object_object_add(o, "source", json_object_new_string(e[i].name));
+		/* the store by its URL: which store, when sites use different ones */
+		json_object_object_add(o, "source",
+				       json_object_new_string(e[i].kind == RECALL_SRC_STORE
+								  ? h->cfg->store.url
+								  : e[i].name));
 		json_object_object_add(
 		    o, "kind",
 		    json_object_new_string(e[i].kind == RECALL_SRC_STORE ? "store" : "peer"));

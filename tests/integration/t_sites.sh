@@ -1,7 +1,8 @@
 #!/bin/bash
 # Three sites (a, b, c), each its own hsmd, volume and state in its own network
-# namespace, joined over veth through a bridge, talking mutual TLS; one shared
-# file:// object store. DESIGN §7 and issue "Sites":
+# namespace, joined over veth through a bridge, talking mutual TLS through delaying
+# proxies (20 ms each way) on 100 Mbit/s links (tbf); one shared file:// object store;
+# a fourth site d joins at the end. DESIGN §7 and issue "Sites":
 #  - a file written at a appears at b and c as a stub within 2 s; reading it at b
 #    recalls it from a (the only holder: never archived) with identical bytes;
 #  - with a stopped, c recalls it from b (the only other holder), never zeros;
@@ -11,7 +12,10 @@
 #    that was down catches up when it starts again;
 #  - concurrent writes at a and b: exactly one conflict copy at every site, both
 #    versions' bytes intact, and hsm conflicts lists it;
-#  - hsm sites PATH prints the source order.
+#  - a rename or a delete at one site racing a write at another: the write survives
+#    everywhere (under the new name);
+#  - hsm sites PATH prints the source order;
+#  - a brand-new site d joining the volume gets the whole namespace as stubs.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/sites.sh"
 it_setup_root
@@ -40,13 +44,17 @@ reads_as() { [ "$(sha "$1")" = "$2" ]; }
 exists() { [ -e "$1" ] || [ -L "$1" ]; }
 gone() { ! [ -e "$1" ] && ! [ -L "$1" ]; }
 
-sites_init a b c
+: "${SITES_DELAY_MS:=20}"
+export SITES_DELAY_MS
+sites_init a b c d
+sites_bw 100mbit
 for s in a b c; do
 	site_start "$s" || bail_out "site $s did not start"
 done
 A=$(site_vol a)
 B=$(site_vol b)
 C=$(site_vol c)
+D=$(site_vol d)
 
 # ---- a new file shows up everywhere as a stub and is recalled from its owner
 mkrand "$T/one.orig" 3M
@@ -143,5 +151,34 @@ for s in a b c; do
 	is "$(conflicts_at "$(site_vol "$s")")" 1 "still exactly one conflict copy at $s"
 done
 like "$(site_hsm c conflicts 2>&1)" "doc\\.conflict-a-.*\\.txt" "hsm conflicts at c lists it"
+
+# ---- a rename and a delete racing writes: the writes survive
+echo "first" >"$A/ren.txt"
+echo "first" >"$A/del.txt"
+ok 'wait_for 5 exists "$B/ren.txt" && wait_for 5 exists "$B/del.txt"' "ren.txt and del.txt reach b"
+cat "$B/ren.txt" "$B/del.txt" >/dev/null
+site_isolate b
+mv "$A/ren.txt" "$A/renamed.txt"
+rm "$A/del.txt"
+echo "written at b" >"$B/ren.txt"
+echo "written at b" >"$B/del.txt"
+site_reconnect b
+for s in a b c; do
+	v=$(site_vol "$s")
+	ok 'wait_for 40 reads_as "$v/renamed.txt" "$(echo "written at b" | sha256sum | cut -d" " -f1)"' \
+		"at $s the file renamed at a holds b's write, under a's new name" "$(ls "$v")"
+	ok 'gone "$v/ren.txt"' "at $s the old name is gone"
+	ok 'wait_for 40 reads_as "$v/del.txt" "$(echo "written at b" | sha256sum | cut -d" " -f1)"' \
+		"at $s the file deleted at a survives with b's write"
+done
+
+# ---- a new site joins and gets the whole namespace
+site_start d || bail_out "site d did not start"
+listing() { (cd "$1" && find . -path ./lost+found -prune -o -print | sort); }
+ns_same() { [ "$(listing "$A")" = "$(listing "$D")" ]; }
+ok 'wait_for 30 ns_same' "the new site d has a's whole namespace" \
+	"$(diff <(listing "$A") <(listing "$D") | head -10)"
+is "$(site_state d "$D/late")" stub "files are stubs at d"
+is "$(cat "$D/late" 2>&1)" late "and read right at d"
 
 tap_done

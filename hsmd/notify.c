@@ -132,6 +132,8 @@ static void notify_file(struct hsmd *h, uint64_t mask, struct hsmd_vol *v, int d
 	if ((mask & FAN_MODIFY) && !(mask & (FAN_CREATE | FAN_CLOSE_WRITE | FAN_MOVED_TO))) {
 		/* Only the first write after an archive matters here. */
 		r = scan_adopt(fd, h->cfg->site, &st, err, sizeof(err));
+		if (r >= 0)
+			nsync_note_write(h, &st.fid);
 		if (r == 0 && st.state == HSM_STATE_ARCHIVED) {
 			notify_mark_dirty(h, fd, &st);
 			scan_note(h, v, rel, &sb, &st, NULL, CAT_J_MODIFY);
@@ -151,12 +153,19 @@ static void notify_file(struct hsmd *h, uint64_t mask, struct hsmd_vol *v, int d
 		/* A new file's content comes with its close: publishing it now would cost
 		 * the peers a version of it that nobody wrote on purpose. */
 		h->ns_quiet = (mask & FAN_CREATE) && !(mask & (FAN_CLOSE_WRITE | FAN_MOVED_TO));
+		if (mask & FAN_CLOSE_WRITE)
+			nsync_take_write(h, &st.fid);
 		scan_note(h, v, rel, &sb, &st, NULL, CAT_J_CREATE);
 		h->ns_quiet = 0;
-	} else if (mask & (FAN_CLOSE_WRITE | FAN_MODIFY))
-		scan_note(h, v, rel, &sb, &st, NULL, CAT_J_MODIFY);
-	else
-		scan_note(h, v, rel, &sb, &st, NULL, CAT_J_ATTRIB);
+	} else {
+		/* chmod, chown, touch (which opens for writing and closes): no data written,
+		 * so an mtime set by hand is not a new content version */
+		int wrote = nsync_take_write(h, &st.fid) | !!(mask & FAN_MODIFY);
+
+		h->ns_attr_only = !wrote;
+		scan_note(h, v, rel, &sb, &st, NULL, wrote ? CAT_J_MODIFY : CAT_J_ATTRIB);
+		h->ns_attr_only = 0;
+	}
 out:
 	close(fd);
 }

@@ -38,6 +38,7 @@
 #define NS_SEQ_KEY	 "mnsync_seq"
 #define NS_FEED_KEY	 "mnsync_feed"
 #define NS_RMDIR_MAX	 1024
+#define NS_WRITES_MAX	 4096 /* files written and not yet closed that we remember */
 
 struct ns_waiter {
 	struct nsync *ns;
@@ -73,6 +74,9 @@ struct nsync {
 	struct ns_puller *pullers;
 	struct ns_waiter *waiters;
 	char *rmdirs[NS_RMDIR_MAX]; /* "VOLUME\0PATH" of directories to remove once empty */
+	struct hsm_fid writes[NS_WRITES_MAX]; /* see nsync_note_write */
+	size_t nwrites;
+	int writes_lost; /* the list overflowed: every close counts as a write */
 	size_t nrmdirs;
 	int stopping;
 };
@@ -306,9 +310,11 @@ void nsync_note(struct hsmd *h, struct hsmd_vol *v, const char *rel, const struc
 		nsrec_clear(&p);
 		return;
 	}
-	content = !nsrec_same_content(&n, &p) ||
-		  (st->state != HSM_STATE_STUB && (n.size != p.size || n.mtime_sec != p.mtime_sec ||
-						   n.mtime_nsec != p.mtime_nsec));
+	content =
+	    !nsrec_same_content(&n, &p) ||
+	    (st->state != HSM_STATE_STUB &&
+	     (n.size != p.size ||
+	      (!h->ns_attr_only && (n.mtime_sec != p.mtime_sec || n.mtime_nsec != p.mtime_nsec))));
 	meta = strcmp(n.path, p.path) || n.mode != p.mode || n.uid != p.uid || n.gid != p.gid ||
 	       n.mtime_sec != p.mtime_sec || n.mtime_nsec != p.mtime_nsec || n.size != p.size;
 	arch = n.archived_version != p.archived_version ||
@@ -337,6 +343,37 @@ void nsync_note(struct hsmd *h, struct hsmd_vol *v, const char *rel, const struc
 	}
 	ns_publish(ns, v->cfg->name, &n);
 	nsrec_clear(&p);
+}
+
+void nsync_note_write(struct hsmd *h, const struct hsm_fid *fid)
+{
+	struct nsync *ns = h->ns;
+
+	if (!ns)
+		return;
+	for (size_t i = 0; i < ns->nwrites; i++)
+		if (!memcmp(ns->writes[i].b, fid->b, 16))
+			return;
+	if (ns->nwrites == NS_WRITES_MAX) {
+		ns->writes_lost = 1;
+		return;
+	}
+	ns->writes[ns->nwrites++] = *fid;
+}
+
+int nsync_take_write(struct hsmd *h, const struct hsm_fid *fid)
+{
+	struct nsync *ns = h->ns;
+
+	if (!ns || ns->writes_lost)
+		return 1;
+	for (size_t i = 0; i < ns->nwrites; i++) {
+		if (!memcmp(ns->writes[i].b, fid->b, 16)) {
+			ns->writes[i] = ns->writes[--ns->nwrites];
+			return 1;
+		}
+	}
+	return 0;
 }
 
 void nsync_note_gone(struct hsmd *h, struct hsmd_vol *v, const struct hsm_fid *fid)

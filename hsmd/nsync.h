@@ -35,6 +35,10 @@ void nsync_free(struct nsync *ns);
  * (written into the file's state record through the admin mount, and into *st). */
 void nsync_note(struct hsmd *h, struct hsmd_vol *v, const char *rel, const struct stat *sb,
 		struct hsm_state *st);
+/* A write to fid's data was seen (a modify event before its close): the close is a
+ * new content version. take_write returns 1 (and forgets it) if one was seen. */
+void nsync_note_write(struct hsmd *h, const struct hsm_fid *fid);
+int nsync_take_write(struct hsmd *h, const struct hsm_fid *fid);
 /* The last name of fid went away. */
 void nsync_note_gone(struct hsmd *h, struct hsmd_vol *v, const struct hsm_fid *fid);
 /* A directory or symlink was created or changed (sb) or removed (sb NULL) at rel. */

@@ -51,10 +51,11 @@ struct hsmd {
 	size_t nvols;
 	struct intercept_defer *releasing; /* fids being released, with held events */
 	struct control *ctl;
-	struct nsync *ns;		 /* namespace sync: feed and pullers */
-	struct peer_server *peer_srv;	 /* NULL without a listen address */
-	int ns_quiet; /* set while noting a change that must not be published yet */
-	struct peers *peers;		 /* clients of the configured peers */
+	struct nsync *ns;	      /* namespace sync: feed and pullers */
+	struct peer_server *peer_srv; /* NULL without a listen address */
+	int ns_quiet;		      /* set while noting a change that must not be published yet */
+	int ns_attr_only;	      /* set while noting an attribute change (no data written) */
+	struct peers *peers;	      /* clients of the configured peers */
 	time_t started;
 	int scanning;
 	uint64_t ev_perm, ev_allowed, ev_denied, ev_notify;

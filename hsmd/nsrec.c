@@ -131,13 +131,19 @@ int nsrec_format(const struct ns_rec *r, char *out, size_t cap)
 		free(path);
 		return -1;
 	}
-	if (r->kind == NS_FILE && r->has_origin) {
-		target = malloc(33);
+	if (r->kind == NS_FILE && (r->has_origin || r->has_conflict)) {
+		char o[33], c[33];
+
+		target = malloc(2 * 36);
 		if (!target) {
 			free(path);
 			return -1;
 		}
-		hsm_fid_hex(&r->origin, target);
+		hsm_fid_hex(&r->origin, o);
+		hsm_fid_hex(&r->conflict, c);
+		snprintf(target, 2 * 36, "%s%s%s%s%s", r->has_origin ? "o:" : "",
+			 r->has_origin ? o : "", r->has_origin && r->has_conflict ? " " : "",
+			 r->has_conflict ? "c:" : "", r->has_conflict ? c : "");
 	} else if (r->kind == NS_LINK && r->target) {
 		size_t tlen = strlen(r->target) * 3 + 1;
 
@@ -353,18 +359,27 @@ int nsrec_parse(const char *line, size_t len, struct ns_rec *r, char *err, size_
 		return ns_fail(err, errlen, "bad archived copy");
 	if (ns_field(&p, e, &f, &n) < 0 || !(r->path = ns_path_field(f, n)))
 		return ns_fail(err, errlen, "bad path");
-	if (p < e && r->kind == NS_FILE) {
-		if (ns_field(&p, e, &f, &n) < 0 || p < e || n != 32) {
+	while (p < e && r->kind == NS_FILE) {
+		struct hsm_fid *which;
+		int *has;
+
+		if (ns_field(&p, e, &f, &n) < 0 || n != 34 || f[1] != ':' ||
+		    (f[0] != 'o' && f[0] != 'c')) {
 			nsrec_clear(r);
-			return ns_fail(err, errlen, "unexpected text after the path");
+			return ns_fail(err, errlen,
+				       "unexpected text after the path: expected o:FID or c:FID");
 		}
-		memcpy(fid, f, 32);
-		if (hsm_fid_parse(fid, &r->origin) < 0 || hsm_fid_is_zero(&r->origin)) {
+		which = f[0] == 'o' ? &r->origin : &r->conflict;
+		has = f[0] == 'o' ? &r->has_origin : &r->has_conflict;
+		memcpy(fid, f + 2, 32);
+		if (*has || hsm_fid_parse(fid, which) < 0 || hsm_fid_is_zero(which)) {
 			nsrec_clear(r);
-			return ns_fail(err, errlen, "bad origin fid");
+			return ns_fail(err, errlen, "bad %s fid",
+				       f[0] == 'o' ? "origin" : "conflict");
 		}
-		r->has_origin = 1;
-	} else if (p < e) {
+		*has = 1;
+	}
+	if (p < e) {
 		if (r->kind != NS_LINK || ns_field(&p, e, &f, &n) < 0 || p < e) {
 			nsrec_clear(r);
 			return ns_fail(err, errlen, "unexpected text after the path");

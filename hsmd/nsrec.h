@@ -23,8 +23,8 @@ struct ns_rec {
 	struct hsm_fid fid;
 	char kind; /* enum ns_kind */
 	int deleted;
-	char *path;   /* relative to the volume root; malloc'd, owned */
-	char *target; /* symlink target; malloc'd or NULL */
+	char *path;    /* relative to the volume root; malloc'd, owned */
+	char *target;  /* symlink target; malloc'd or NULL */
 	uint32_t mode; /* permission bits (07777) */
 	uint32_t uid, gid;
 	uint64_t size;
@@ -44,11 +44,17 @@ struct ns_rec {
 	 * makes it from that file instead of a stub nobody could fill. */
 	int has_origin;
 	struct hsm_fid origin;
+	/* The winner of a conflict names the copy its loser became: a site holding the
+	 * loser's data turns it into that copy before it takes the winner, whichever of
+	 * the two records reaches it first. */
+	int has_conflict;
+	struct hsm_fid conflict;
 };
 
 /* One line (no newline): "FID KIND MODE UID GID SIZE MTIME OWNER:VERSION VV ARCHIVED PATH
- * [TARGET | ORIGIN]" (TARGET for symlinks, ORIGIN (32 hex) for conflict copies). Returns the length written (< cap), or -1 if it does not fit or rec is
- * invalid. */
+ * [TARGET]" for symlinks, "... PATH [o:FID] [c:FID]" for files (origin of a conflict
+ * copy, conflict copy of a winner). Returns the length written (< cap), or -1 if it does not fit or
+ * rec is invalid. */
 int nsrec_format(const struct ns_rec *rec, char *out, size_t cap);
 /* Parses one line (len bytes, no newline). Every field is validated: the path must be a
  * clean relative path (no "..", ".", empty components, NUL). 0, or -1 with a message. */

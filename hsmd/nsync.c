@@ -981,8 +981,12 @@ rename_r:
 	return 0;
 }
 
-/* m is a conflict copy of data this site wrote, made elsewhere: this site may be the
- * only holder of that data, in the file m was split from. That file becomes the copy
+static int ns_drop_stub(struct hsmd_vol *v, const char *rel, const struct hsm_fid *fid);
+static int ns_conflict_copy(struct nsync *ns, struct hsmd_vol *v, const struct ns_rec *loser,
+			    int loser_is_local, struct ns_rec *c);
+
+/* m is a conflict copy made elsewhere of data this site holds (it may be the only
+ * holder: the site that wrote it), in the file m was split from. That file becomes the copy
  * (renamed, re-identified) instead of a stub nobody could fill; the record of the
  * original that follows makes a stub of the winner at the original name. 0 done,
  * -1 not applicable. */
@@ -993,7 +997,7 @@ static int ns_split_own(struct nsync *ns, struct hsmd_vol *v, const struct ns_re
 	char *where = NULL;
 	int fd, r;
 
-	if (!m->has_origin || m->deleted || strcmp(m->owner, h->cfg->site))
+	if (!m->has_origin || m->deleted)
 		return -1;
 	fd = ns_find_local(h, v, &m->origin, m->path, &where, &st);
 	if (fd < 0)
@@ -1004,6 +1008,8 @@ static int ns_split_own(struct nsync *ns, struct hsmd_vol *v, const struct ns_re
 		return -1;
 	}
 	r = ns_rename(v, where, m->path);
+	if (r < 0 && errno == EEXIST && ns_drop_stub(v, m->path, &m->fid) == 0)
+		r = ns_rename(v, where, m->path);
 	if (r == 0) {
 		st.fid = m->fid;
 		st.nvv = m->nvv;
@@ -1144,6 +1150,27 @@ static int ns_make_local(struct nsync *ns, struct hsmd_vol *v, struct ns_rec *m,
 		free(where);
 		where = strdup(m->path);
 	}
+	if (m->has_conflict && l && !l->deleted && st.state != HSM_STATE_STUB &&
+	    (st.version != m->version || strcmp(st.owner, m->owner))) {
+		struct hsm_fid cf;
+
+		nsrec_conflict_fid(&m->fid, st.owner, st.version, &cf);
+		if (!memcmp(cf.b, m->conflict.b, 16) && nsrec_same_content(l, m) == 0 &&
+		    l->version == st.version && !strcmp(l->owner, st.owner)) {
+			/* our copy is the data that lost: it becomes the conflict copy, and
+			 * the winner comes as a stub */
+			struct ns_rec c;
+
+			close(fd);
+			memset(&c, 0, sizeof(c));
+			r = ns_conflict_copy(ns, v, l, 1, &c);
+			nsrec_clear(&c);
+			free(where);
+			if (r < 0)
+				return -1;
+			return ns_make_local(ns, v, m, NULL);
+		}
+	}
 	if (st.version != m->version || strcmp(st.owner, m->owner)) {
 		/* our own descriptor would stop the write lease */
 		close(fd);
@@ -1197,6 +1224,26 @@ publish:
 	return 0;
 }
 
+/* Removes the stub of fid at rel (made before the data it stands for turned up here).
+ * 0, or -1 when rel is not such a stub. */
+static int ns_drop_stub(struct hsmd_vol *v, const char *rel, const struct hsm_fid *fid)
+{
+	struct hsm_state st;
+	const char *name;
+	int fd = path_open_beneath(v->root_fd, rel, O_RDONLY | O_NONBLOCK | O_CLOEXEC, 0);
+	int dfd, r = -1;
+
+	if (fd < 0)
+		return -1;
+	if (ns_read_state(fd, &st) == 0 && st.state == HSM_STATE_STUB &&
+	    !memcmp(st.fid.b, fid->b, 16) && (dfd = ns_parent(v, rel, 0, &name)) >= 0) {
+		r = unlinkat(dfd, name, 0);
+		close(dfd);
+	}
+	close(fd);
+	return r;
+}
+
 /* Both sides wrote the data: the loser becomes a file of its own, at every site the same
  * (fid, name and vector all derived from the loser's record). */
 static int ns_conflict_copy(struct nsync *ns, struct hsmd_vol *v, const struct ns_rec *loser,
@@ -1225,6 +1272,8 @@ static int ns_conflict_copy(struct nsync *ns, struct hsmd_vol *v, const struct n
 		if (fd >= 0) {
 			int r = ns_rename(v, where, c->path);
 
+			if (r < 0 && errno == EEXIST && ns_drop_stub(v, c->path, &c->fid) == 0)
+				r = ns_rename(v, where, c->path);
 			if (r == 0) {
 				st.fid = c->fid;
 				st.nvv = c->nvv;
@@ -1268,9 +1317,13 @@ static int ns_merge(struct nsync *ns, struct hsmd_vol *v, const struct ns_rec *r
 			nsrec_clear(&c);
 			return -1;
 		}
-		nsrec_clear(&c);
-		if (nsrec_copy(m, r_wins ? r : l) < 0)
+		if (nsrec_copy(m, r_wins ? r : l) < 0) {
+			nsrec_clear(&c);
 			return -1;
+		}
+		m->has_conflict = 1;
+		m->conflict = c.fid;
+		nsrec_clear(&c);
 		return nsrec_vv_merge(m, r_wins ? l : r);
 	}
 	/* one side's data is newer (or both the same): that data, and the names and

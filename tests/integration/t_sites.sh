@@ -178,6 +178,34 @@ for s in a b c; do
 		"at $s the file deleted at a survives with b's write"
 done
 
+# ---- the writer of the losing version hears of the conflict from a third site, the
+# winner first and the copy later: its data must still become the copy
+echo base2 >"$A/doc2.txt"
+ok 'wait_for 5 exists "$B/doc2.txt" && wait_for 5 exists "$C/doc2.txt"' "doc2.txt reaches b and c"
+cat "$B/doc2.txt" >/dev/null
+site_isolate b
+echo "a's doc2" >"$A/doc2.txt"
+c_has_a_version() { [ "$(site_hsm c state --json "$C/doc2.txt" | json_get owner item)" = a ] &&
+	[ "$(site_hsm c state --json "$C/doc2.txt" | json_get version item)" != 1 ]; }
+ok 'wait_for 10 c_has_a_version' "c has a's new version of doc2.txt"
+site_isolate a
+sleep 1.1
+echo "b's doc2" >"$B/doc2.txt"
+site_reconnect b
+conflict2() { ls "$1" | grep -c '^doc2\.conflict-a-.*\.txt$'; }
+one_conflict2() { [ "$(conflict2 "$1")" = 1 ]; }
+ok 'wait_for 40 one_conflict2 "$C"' "c made the conflict copy of a's version"
+chmod 600 "$C"/doc2.conflict-a-*.txt # c republishes the copy after the winner
+sleep 1
+site_stop b
+site_reconnect a
+ok 'wait_for 40 one_conflict2 "$A"' "a, hearing only from c, has the conflict copy too"
+is "$(cat "$A"/doc2.conflict-a-*.txt 2>&1)" "a's doc2" "a kept its own data as the conflict copy"
+is "$(site_state a "$A/doc2.txt")" stub "a's doc2.txt is a stub of b's version (b is down)"
+site_start b || bail_out "site b did not restart"
+is "$(cat "$C"/doc2.conflict-a-*.txt 2>&1)" "a's doc2" "c reads a's version from a"
+is "$(cat "$A/doc2.txt" 2>&1)" "b's doc2" "and a reads b's version once b is back"
+
 # ---- a new site joins and gets the whole namespace
 site_start d || bail_out "site d did not start"
 listing() { (cd "$1" && find . -path ./lost+found -prune -o -print | sort); }

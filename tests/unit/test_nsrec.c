@@ -84,7 +84,17 @@ static void test_origin(void **state)
 	assert_true(n > 0);
 	assert_int_equal(nsrec_parse(line, (size_t)n, &back, err, sizeof(err)), 0);
 	assert_int_equal(back.has_origin, 1);
+	assert_int_equal(back.has_conflict, 0);
 	assert_memory_equal(back.origin.b, r.origin.b, 16);
+	nsrec_clear(&back);
+	r.has_conflict = 1;
+	memset(r.conflict.b, 0x6b, 16);
+	n = nsrec_format(&r, line, sizeof(line));
+	assert_true(n > 0);
+	assert_int_equal(nsrec_parse(line, (size_t)n, &back, err, sizeof(err)), 0);
+	assert_int_equal(back.has_origin, 1);
+	assert_int_equal(back.has_conflict, 1);
+	assert_memory_equal(back.conflict.b, r.conflict.b, 16);
 	nsrec_clear(&back);
 	/* an origin that is not a fid */
 	line[n - 1] = 'g';

@@ -1,0 +1,84 @@
+/* Namespace sync, inside: the state shared by its three files.
+ *   nsync_feed.c   what this site publishes: local changes, its feed, long-polls
+ *   nsync_apply.c  what peers publish, applied here: merges, stubs, renames, conflicts
+ *   nsync.c        the pullers, start and stop, reports
+ * Everything runs on the worker's loop thread. */
+#ifndef HSMD_NSYNC_INT_H
+#define HSMD_NSYNC_INT_H
+
+#include <ev.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "hsmd/nsrec.h"
+#include "hsmd/nsync.h"
+#include "lib/config.h"
+
+struct http_client;
+struct http_request;
+
+#define NS_WAIT_MAX	 60   /* seconds a long-poll may be held */
+#define NS_PULL_WAIT	 10   /* what our pullers ask for: also how long a dead link can hide */
+#define NS_BATCH_DEFAULT 1000 /* records per answer */
+#define NS_BATCH_MAX	 10000
+#define NS_BODY_MAX	 (32u << 20) /* answers we accept */
+#define NS_SEQ_KEY	 "mnsync_seq"
+#define NS_FEED_KEY	 "mnsync_feed"
+#define NS_RMDIR_MAX	 1024
+#define NS_WRITES_MAX	 4096 /* files written and not yet closed that we remember */
+
+struct ns_waiter {
+	struct nsync *ns;
+	struct https_req *req;
+	char volume[HSM_SITE_MAX + 1];
+	uint64_t since;
+	unsigned max;
+	ev_timer timer;
+	struct ns_waiter *next;
+};
+
+struct ns_puller {
+	struct nsync *ns;
+	const struct hsm_peer_cfg *peer;
+	struct hsmd_vol *v;
+	char feed[33];	 /* the peer's feed identity the cursor belongs to */
+	uint64_t cursor; /* last of its records applied */
+	struct http_request *req;
+	ev_timer timer;
+	double backoff;
+	int up;
+	uint64_t applied, polls;
+	time_t last_ok;
+	char last_error[256];
+	struct ns_puller *next;
+};
+
+struct nsync {
+	struct hsmd *h;
+	uint64_t head;
+	char feed[33];
+	struct http_client *hc;
+	struct ns_puller *pullers;
+	struct ns_waiter *waiters;
+	char *rmdirs[NS_RMDIR_MAX]; /* "VOLUME\0PATH" of directories to remove once empty */
+	struct hsm_fid writes[NS_WRITES_MAX]; /* see nsync_note_write */
+	size_t nwrites;
+	int writes_lost; /* the list overflowed: every close counts as a write */
+	size_t nrmdirs;
+	int stopping;
+};
+
+/* The published record of fid: 0 found, 1 none, -1 error. vol may be NULL. */
+int ns_load(struct nsync *ns, const struct hsm_fid *fid, struct ns_rec *rec, uint64_t *seq,
+	    char vol[HSM_SITE_MAX + 1]);
+/* Makes rec the published state of its fid in volume, at the head of the feed. */
+int ns_publish(struct nsync *ns, const char *volume, const struct ns_rec *rec);
+/* The trusted.hsm record of fd: 0 or -1 with errno. */
+int ns_read_state(int fd, struct hsm_state *st);
+int ns_write_state(int fd, const struct hsm_state *st, int flags);
+/* Applies one remote record: 0 applied or nothing to do, 1 busy (retry later), -1 failed. */
+int ns_apply(struct nsync *ns, struct hsmd_vol *v, struct ns_rec *r);
+/* Retries removing directories that were not empty when their removal came. */
+void ns_rmdir_retry(struct nsync *ns);
+
+#endif

@@ -385,6 +385,15 @@ struct json_object *nsync_conflicts(struct nsync *ns)
 	return arr;
 }
 
+uint64_t nsync_applied(const struct nsync *ns)
+{
+	uint64_t n = 0;
+
+	for (const struct ns_puller *p = ns ? ns->pullers : NULL; p; p = p->next)
+		n += p->applied;
+	return n;
+}
+
 struct json_object *nsync_status(struct nsync *ns)
 {
 	struct json_object *arr = json_object_new_array();

@@ -52,6 +52,8 @@ void nsync_serve_changes(struct nsync *ns, struct https_req *req, const char *pe
 
 /* Conflict copies in the namespace: [{volume, path, owner, mtime, size}]. */
 struct json_object *nsync_conflicts(struct nsync *ns);
+/* Records from peers applied since start, all peers. */
+uint64_t nsync_applied(const struct nsync *ns);
 /* Per peer and volume: cursor, state, last error. */
 struct json_object *nsync_status(struct nsync *ns);
 

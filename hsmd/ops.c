@@ -15,6 +15,7 @@
 #include "hsmd/intercept.h"
 #include "hsmd/scan.h"
 #include "hsmd/nsync.h"
+#include "hsmd/peer_data.h"
 #include "hsmd/sources.h"
 #include "hsmd/worker.h"
 #include "lib/config.h"
@@ -505,6 +506,11 @@ static void ops_metrics(struct hsmd *h, struct ctl_conn *c)
 		return;
 	}
 	{
+		struct peer_data_stats pds;
+		uint64_t applied = 0;
+
+		peer_data_stats(&pds);
+		applied = nsync_applied(h->ns);
 		const struct {
 			const char *name, *type, *help;
 			uint64_t v;
@@ -528,6 +534,19 @@ static void ops_metrics(struct hsmd *h, struct ctl_conn *c)
 		    {"hsm_events_denied_total", "counter", "Permission events denied (EIO).",
 		     h->ev_denied},
 		    {"hsm_recalls_active", "gauge", "Recalls in flight.", recall_active(&h->mv)},
+		    {"hsm_recalls_from_peers_total", "counter", "Recalls served by another site.",
+		     h->mv.recalls_from_peers},
+		    {"hsm_recall_bytes_from_peers_total", "counter",
+		     "Bytes recalled from other sites.", h->mv.bytes_from_peers},
+		    {"hsm_recall_source_failures_total", "counter",
+		     "Recall sources that failed and handed over to the next.",
+		     h->mv.source_failures},
+		    {"hsm_peer_bytes_served_total", "counter", "Chunk bytes served to other sites.",
+		     pds.bytes_served},
+		    {"hsm_peer_manifests_hashed_total", "counter",
+		     "Manifests computed for other sites (cache misses).", pds.manifests_hashed},
+		    {"hsm_sync_records_applied_total", "counter",
+		     "Namespace records from peers applied here.", applied},
 		};
 
 		for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++)

@@ -73,6 +73,8 @@ is "$(stat -c %b "$B/one")" 0 "the stub at b holds no data"
 like "$(site_hsm b sites "$B/one" 2>&1)" "1\\. +peer +a" "hsm sites at b lists the owner a first"
 is "$(sha "$B/one")" "$want" "reading at b recalls a's bytes (never archived: only a has them)"
 is "$(site_state b "$B/one")" resident "after the read the file is resident at b"
+like "$(site_hsm b metrics)" "hsm_recalls_from_peers_total [1-9]" "b counts a recall from a peer"
+like "$(site_hsm a metrics)" "hsm_peer_bytes_served_total [1-9][0-9]{6}" "a served the 3 MiB"
 
 # ---- with the owner down, c recalls from b
 site_stop a

@@ -39,8 +39,11 @@ struct https_server;
 #define HTTPS_REQUEST_TIMEOUT_DEFAULT	10.0
 #define HTTPS_HANDSHAKE_TIMEOUT_DEFAULT 10.0
 #define HTTPS_MAX_CONNS_DEFAULT		256
-#define HTTPS_RATE_DEFAULT		200.0 /* requests per second per CN */
-#define HTTPS_BURST_DEFAULT		400.0
+/* Per CN. A peer recalling small files sends two requests per file (manifest and
+ * chunk): the limit must sit well above DESIGN §12's first-read rate or it fails
+ * legitimate recalls; it is there to stop a runaway client, not to pace a healthy one. */
+#define HTTPS_RATE_DEFAULT  5000.0 /* requests per second per CN */
+#define HTTPS_BURST_DEFAULT 10000.0
 
 /* One request, as the handler sees it. Every string is NUL-terminated and owned by the
  * server until https_respond. */

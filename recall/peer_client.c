@@ -21,6 +21,8 @@
 #define PEER_MANIFEST_STALL_FACTOR 6.0
 /* The slowest link a chunk must still cross within its total timeout, bytes/s. */
 #define PEER_MIN_RATE (64.0 * 1024.0)
+/* Answers of 429 retried per call, the pause doubling from 20 ms up to 1 s. */
+#define PEER_BUSY_RETRIES 10
 
 enum peer_call_kind { PC_DATA, PC_RESP, PC_PROBE };
 
@@ -37,6 +39,13 @@ struct peer_call {
 	char what[96]; /* for messages: "manifest of FID", "chunk at OFF" */
 	int err;
 	char msg[512];
+	/* What peer_start was given, so that an answer of 429 (the peer's request rate
+	 * limit) is retried after a pause instead of failing a recall that would succeed
+	 * a moment later. */
+	char path[2048];
+	double connect_timeout, stall_timeout, total_timeout;
+	size_t max_body;
+	int retries, retrying;
 };
 
 struct peer_client {
@@ -57,6 +66,8 @@ struct peers {
 };
 
 static void peer_probe_cb(struct ev_loop *loop, ev_timer *t, int revents);
+static void peer_start(struct peer_call *call, const char *path, double connect_timeout,
+		       double stall_timeout, double total_timeout, size_t max_body);
 
 static void peer_unlink(struct peer_call *call)
 {
@@ -171,6 +182,16 @@ static void peer_http_done(void *arg, struct http_resp *resp)
 	int err;
 
 	call->req = NULL;
+	if (resp->status == 429 && call->kind != PC_PROBE && call->retries < PEER_BUSY_RETRIES) {
+		double pause = 0.02 * (double)(1u << call->retries);
+
+		call->retries++;
+		call->retrying = 1;
+		pc->health.busy++;
+		ev_timer_set(&call->defer, pause < 1.0 ? pause : 1.0, 0.0);
+		ev_timer_start(pc->ps->loop, &call->defer);
+		return;
+	}
 	msg[0] = '\0';
 	err = peer_classify(call, resp, msg, sizeof(msg));
 	if (!err)
@@ -216,6 +237,12 @@ static void peer_defer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 	(void)loop;
 	(void)revents;
 	ev_timer_stop(call->pc->ps->loop, &call->defer);
+	if (call->retrying) {
+		call->retrying = 0;
+		peer_start(call, call->path, call->connect_timeout, call->stall_timeout,
+			   call->total_timeout, call->max_body);
+		return;
+	}
 	peer_unlink(call);
 	if (call->kind == PC_DATA)
 		call->dcb(call->arg, call->err, call->msg, NULL, 0);
@@ -259,6 +286,12 @@ static void peer_start(struct peer_call *call, const char *path, double connect_
 	char url[2048], err[512];
 	int n;
 
+	if (path != call->path)
+		snprintf(call->path, sizeof(call->path), "%s", path);
+	call->connect_timeout = connect_timeout;
+	call->stall_timeout = stall_timeout;
+	call->total_timeout = total_timeout;
+	call->max_body = max_body;
 	pc->health.requests++;
 	n = snprintf(url, sizeof(url), "%s%s", pc->cfg->url, path);
 	if (n < 0 || (size_t)n >= sizeof(url)) {

@@ -53,6 +53,7 @@ struct peer_health {
 	uint64_t requests;     /* calls started (probes included) */
 	uint64_t bytes_in;     /* bytes of successful answers received */
 	uint64_t bytes_served; /* data bytes this site's peer server sent to it */
+	uint64_t busy;	       /* answers of 429 (its request rate limit), retried */
 };
 
 /* One client for each of cfg->peers[], in that order. cfg must outlive the set. NULL

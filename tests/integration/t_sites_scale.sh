@@ -1,7 +1,8 @@
 #!/bin/bash
 # 10,000 files created at site a (in 100 directories, with a burst of renames and
 # deletes mixed in) are all stubs at site b: none lost, none duplicated, none left
-# over, every size and mtime right; b's feed carries each entry once.
+# over, every size and mtime right; b's feed carries each entry once. Then 1000 of
+# them are read at b back to back: every one reads right.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/sites.sh"
 it_setup_root
@@ -44,5 +45,14 @@ is "$(grep -c '"state":"stub"' "$T/b.state")" "$expect" "every file at b is a st
 is "$(find "$B" -type f -printf '%b\n' | sort -u | tr '\n' ' ')" "0 " "no stub at b holds data"
 is "$(sha "$B/d02/moved7")" "$(sha "$A/d02/moved7")" "a renamed file reads right at b"
 ok '! [ -e "$B/d03/f303" ]' "a deleted file is gone at b"
+
+# First reads of 1000 stubs back to back: two peer requests each, well past any
+# request-rate burst a healthy peer should hit; every one must read right (once, a
+# burst of 429 answers from a's rate limit failed them with EIO).
+bad=$(vsh 'cd "$1" && n=0; for i in $(seq 1000 1999); do printf -v d "%02d" $((i % 100));
+	[ -e "d$d/f$i" ] || continue; [ "$(cat "d$d/f$i")" = "$i" ] || n=$((n + 1)); done; echo $n' "$B")
+is "$bad" 0 "1000 stubs read back to back at b: all right"
+is "$(site_hsm b metrics | awk '$1 == "hsm_recalls_failed_total" {print $2}')" 0 \
+	"no recall failed at b"
 
 tap_done

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "hsmd/policy_run.h"
 #include "hsmd/supervisor.h"
 #include "lib/config.h"
 #include "lib/log.h"
@@ -66,6 +67,15 @@ int main(int argc, char **argv)
 		fprintf(stderr, "hsmd: %s\n", err);
 		config_free(cfg);
 		return 1;
+	}
+	{
+		char perr[4096];
+
+		if (policy_engine_check(cfg, perr, sizeof(perr)) < 0) {
+			fprintf(stderr, "hsmd: %s\n", perr);
+			config_free(cfg);
+			return 1;
+		}
 	}
 	if (check) {
 		printf("%s: configuration OK\n", conf);

@@ -35,6 +35,10 @@ void nsync_free(struct nsync *ns);
  * (written into the file's state record through the admin mount, and into *st). */
 void nsync_note(struct hsmd *h, struct hsmd_vol *v, const char *rel, const struct stat *sb,
 		struct hsm_state *st);
+/* Placement (policy `place at`): makes this site the owner of the resident file at
+ * rel, publishing the same content under a version of this site. 0, or -1 with a
+ * message in err (a stub, or the file changed since it was recalled). */
+int nsync_claim(struct hsmd *h, struct hsmd_vol *v, const char *rel, char *err, size_t errlen);
 /* A write to fid's data was seen (a modify event before its close): the close is a
  * new content version. take_write returns 1 (and forgets it) if one was seen. */
 void nsync_note_write(struct hsmd *h, const struct hsm_fid *fid);

@@ -15,6 +15,7 @@
 #include "hsmd/catalog.h"
 #include "hsmd/nsrec.h"
 #include "hsmd/nsync_int.h"
+#include "hsmd/policy_run.h"
 #include "hsmd/scan.h"
 #include "hsmd/worker.h"
 #include "lib/config.h"
@@ -218,6 +219,27 @@ void nsync_note(struct hsmd *h, struct hsmd_vol *v, const char *rel, const struc
 
 	if (!ns || ns->stopping || h->ns_quiet)
 		return;
+	{
+		char why[256];
+
+		if (policy_engine_excluded(h, v, rel, sb, st, why, sizeof(why))) {
+			/* Never published; one that was (renamed to an excluded name, or
+			 * excluded by a new policy) leaves the other sites' namespace. */
+			if (ns_load(ns, &st->fid, &p, &seq, NULL) == 0) {
+				if (!p.deleted) {
+					p.deleted = 1;
+					nsrec_vv_set(&p, self, nsrec_vv_get(&p, self) + 1);
+					ns_publish(ns, v->cfg->name, &p);
+					log_info(
+					    "nsync: %s/%s is excluded (%s): withdrawn from the "
+					    "other sites",
+					    v->cfg->path, rel, why);
+				}
+				nsrec_clear(&p);
+			}
+			return;
+		}
+	}
 	memset(&n, 0, sizeof(n));
 	ns_from_local(&n, rel, sb, st);
 	have = ns_load(ns, &st->fid, &p, &seq, pvol) == 0;
@@ -273,6 +295,67 @@ void nsync_note(struct hsmd *h, struct hsmd_vol *v, const char *rel, const struc
 	}
 	ns_publish(ns, v->cfg->name, &n);
 	nsrec_clear(&p);
+}
+
+int nsync_claim(struct hsmd *h, struct hsmd_vol *v, const char *rel, char *err, size_t errlen)
+{
+	struct nsync *ns = h->ns;
+	const char *self = h->cfg->site;
+	struct hsm_state st;
+	struct ns_rec p, n;
+	struct stat sb;
+	uint64_t seq, mine;
+	int fd;
+
+	if (!ns) {
+		snprintf(err, errlen, "no namespace sync");
+		return -1;
+	}
+	fd = path_open_beneath(v->root_fd, rel, O_RDONLY | O_NONBLOCK | O_CLOEXEC, 0);
+	if (fd < 0 || fstat(fd, &sb) < 0 || ns_read_state(fd, &st) < 0) {
+		snprintf(err, errlen, "%s/%s: %s", v->cfg->path, rel, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	close(fd);
+	if (st.state == HSM_STATE_STUB) {
+		snprintf(err, errlen, "%s/%s is not resident here", v->cfg->path, rel);
+		return -1;
+	}
+	if (!strcmp(st.owner, self))
+		return 0;
+	if (ns_load(ns, &st.fid, &p, &seq, NULL) != 0) {
+		snprintf(err, errlen, "%s/%s is not in the namespace feed yet", v->cfg->path, rel);
+		return -1;
+	}
+	if (p.deleted || p.version != st.version || strcmp(p.owner, st.owner)) {
+		snprintf(err, errlen, "%s/%s changed meanwhile; the next pass tries again",
+			 v->cfg->path, rel);
+		nsrec_clear(&p);
+		return -1;
+	}
+	/* The same bytes under a version of ours: peers then ask this site for them, and
+	 * the old owner's copy becomes a stub like any copy of an older version. */
+	memset(&n, 0, sizeof(n));
+	ns_from_local(&n, rel, &sb, &st);
+	n.nvv = p.nvv;
+	memcpy(n.vv, p.vv, sizeof(n.vv));
+	mine = nsrec_vv_get(&p, self);
+	nsrec_clear(&p);
+	if (ns_new_content(h, v, rel, &n, mine + 1) < 0) {
+		snprintf(err, errlen, "%s/%s: could not record the new owner", v->cfg->path, rel);
+		return -1;
+	}
+	nsrec_vv_set(&n, self, mine + 1);
+	ns_publish(ns, v->cfg->name, &n);
+	snprintf(st.owner, sizeof(st.owner), "%s", self);
+	st.version = mine + 1;
+	if (st.state == HSM_STATE_ARCHIVED)
+		st.state = HSM_STATE_RESIDENT;
+	scan_note(h, v, rel, &sb, &st, NULL, CAT_J_STATE);
+	log_info("nsync: %s/%s placed here: this site owns it now", v->cfg->path, rel);
+	return 0;
 }
 
 void nsync_note_write(struct hsmd *h, const struct hsm_fid *fid)

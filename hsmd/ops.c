@@ -16,6 +16,7 @@
 #include "hsmd/scan.h"
 #include "hsmd/nsync.h"
 #include "hsmd/peer_data.h"
+#include "hsmd/policy_run.h"
 #include "hsmd/sources.h"
 #include "hsmd/worker.h"
 #include "lib/config.h"
@@ -49,6 +50,10 @@ struct batch {
 	size_t npaths, next;
 	unsigned active, jobs, done, failed;
 	int pumping;
+	/* Internal batches (c == NULL): the policy engine's jobs, answered here. */
+	ops_done_cb done_cb;
+	void *done_arg;
+	char first_error[512];
 };
 
 /* One path of a batch while it is in flight. */
@@ -77,7 +82,16 @@ static struct json_object *ops_item_obj(const char *path, int ok, const char *er
 /* Sends the item's line (taking o) and counts it. */
 static void batch_item_end(struct batch *b, struct json_object *o, int ok)
 {
-	ctl_send(b->c, o);
+	struct json_object *e;
+
+	if (!b->c) {
+		if (!ok && !b->first_error[0] && json_object_object_get_ex(o, "error", &e))
+			snprintf(b->first_error, sizeof(b->first_error), "%s",
+				 json_object_get_string(e));
+		json_object_put(o);
+	} else {
+		ctl_send(b->c, o);
+	}
 	if (ok)
 		b->done++;
 	else
@@ -306,6 +320,14 @@ static int item_start(struct batch *b, const char *path, size_t len)
 	}
 	if (r == 1)
 		ops_note_fd(it, fd, NULL, CAT_J_CREATE);
+	if (b->verb == V_ARCHIVE) {
+		char why[256];
+
+		if (policy_engine_excluded(h, vol, rel, &sb, &it->st, why, sizeof(why))) {
+			batch_fail(b, path, "excluded by the policy (%s): never archived", why);
+			goto sync_done;
+		}
+	}
 	if (b->verb == V_PIN || b->verb == V_UNPIN) {
 		struct json_object *o;
 
@@ -401,9 +423,42 @@ static void batch_pump(struct batch *b)
 		char msg[64];
 
 		snprintf(msg, sizeof(msg), "%u of %zu failed", b->failed, b->npaths);
-		ctl_end(b->c, b->failed == 0, b->done, b->failed, b->failed ? msg : NULL, NULL);
+		if (b->c)
+			ctl_end(b->c, b->failed == 0, b->done, b->failed, b->failed ? msg : NULL,
+				NULL);
+		else
+			b->done_cb(b->done_arg, b->failed == 0, b->first_error);
 		batch_free(b);
 	}
+}
+
+int ops_run_file(struct hsmd *h, const char *verb, const char *path, ops_done_cb cb, void *arg)
+{
+	struct batch *b = calloc(1, sizeof(*b));
+
+	if (!b)
+		return -1;
+	b->verb = -1;
+	for (size_t i = 0; i < sizeof(ops_file_verbs) / sizeof(ops_file_verbs[0]); i++) {
+		if (!strcmp(verb, ops_file_verbs[i].name)) {
+			b->verb = ops_file_verbs[i].verb;
+			b->open_flags = ops_file_verbs[i].open_flags;
+		}
+	}
+	b->paths = calloc(1, sizeof(*b->paths));
+	b->lens = calloc(1, sizeof(*b->lens));
+	if (b->verb < 0 || !b->paths || !b->lens || !(b->paths[0] = strdup(path))) {
+		batch_free(b);
+		return -1;
+	}
+	b->lens[0] = strlen(path);
+	b->npaths = 1;
+	b->h = h;
+	b->jobs = 1;
+	b->done_cb = cb;
+	b->done_arg = arg;
+	batch_pump(b);
+	return 0;
 }
 
 /* ---- status and metrics ---- */
@@ -708,6 +763,10 @@ void ops_dispatch(struct hsmd *h, struct ctl_conn *c, struct json_object *req)
 	}
 	if (!strcmp(name, "sites")) {
 		ops_sites(h, c, req);
+		return;
+	}
+	if (!strcmp(name, "policy")) {
+		policy_engine_request(h, c, req);
 		return;
 	}
 	b = calloc(1, sizeof(*b));

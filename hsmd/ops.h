@@ -10,4 +10,12 @@ struct json_object;
  * borrowed. */
 void ops_dispatch(struct hsmd *h, struct ctl_conn *c, struct json_object *req);
 
+/* Runs one file verb ("archive", "release", "recall", "pin", ...) on the user-visible
+ * absolute path, exactly as `hsm VERB PATH` would, outside any control connection:
+ * cb(arg, ok, error) runs exactly once on the loop, possibly before ops_run_file
+ * returns; error is "" when ok. -1 (and no callback) for an unknown verb or no
+ * memory. */
+typedef void (*ops_done_cb)(void *arg, int ok, const char *error);
+int ops_run_file(struct hsmd *h, const char *verb, const char *path, ops_done_cb cb, void *arg);
+
 #endif

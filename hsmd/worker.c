@@ -15,6 +15,7 @@
 #include "hsmd/notify.h"
 #include "hsmd/nsync.h"
 #include "hsmd/peer.h"
+#include "hsmd/policy_run.h"
 #include "hsmd/scan.h"
 #include "hsmd/sources.h"
 #include "hsmd/peer_data.h"
@@ -52,12 +53,20 @@ static void worker_stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	ev_break(loop, EVBREAK_ALL);
 }
 
+/* SIGHUP reloads the policy (the rest of the configuration is read at start). */
 static void worker_hup_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
+	struct hsmd *h = w->data;
+	char err[4096];
+
 	(void)loop;
-	(void)w;
 	(void)revents;
-	log_info("SIGHUP: nothing to reload yet (the configuration is read at start)");
+	if (!h->cfg->policy_file) {
+		log_info("SIGHUP: no policy file configured; nothing to reload");
+		return;
+	}
+	if (policy_engine_reload(h->pe, err, sizeof(err)) == 0)
+		log_info("SIGHUP: policy reloaded");
 }
 
 static int worker_open_volumes(struct hsmd *h, struct worker_args *wa)
@@ -165,6 +174,15 @@ int worker_main(struct worker_args *wa)
 	h.mv.sources = sources_for;
 	h.mv.sources_ctx = &h;
 
+	{
+		char perr[4096];
+
+		h.pe = policy_engine_new(&h, perr, sizeof(perr));
+		if (!h.pe) {
+			log_warnx("%s", perr);
+			goto out;
+		}
+	}
 	h.ns = nsync_new(&h, err, sizeof(err));
 	if (!h.ns) {
 		log_warnx("namespace sync: %s", err);
@@ -185,11 +203,13 @@ int worker_main(struct worker_args *wa)
 	ev_signal_init(&h.term_w, worker_stop_cb, SIGTERM);
 	ev_signal_init(&h.int_w, worker_stop_cb, SIGINT);
 	ev_signal_init(&h.hup_w, worker_hup_cb, SIGHUP);
+	h.hup_w.data = &h;
 	ev_signal_start(h.loop, &h.term_w);
 	ev_signal_start(h.loop, &h.int_w);
 	ev_signal_start(h.loop, &h.hup_w);
 	scan_start(&h);
 	nsync_start(h.ns);
+	policy_engine_start(h.pe);
 	log_info("worker ready (site %s)", h.cfg->site);
 	ev_run(h.loop, 0);
 	rc = 0;
@@ -200,6 +220,8 @@ out:
 	if (h.pool &&
 	    (pool_pending(h.pool) || (h.store && store_pending(h.store)) || recall_active(&h.mv))) {
 		log_warnx("worker exiting with work in flight; its readers get EIO");
+		policy_engine_free(h.pe);
+		h.pe = NULL;
 		nsync_free(h.ns);
 		peer_server_stop(h.peer_srv);
 		catalog_close(h.cat);
@@ -207,6 +229,8 @@ out:
 	}
 	if (h.ctl)
 		control_stop(h.ctl);
+	policy_engine_free(h.pe);
+	h.pe = NULL;
 	nsync_free(h.ns);
 	peer_server_stop(h.peer_srv);
 	if (h.pool)

@@ -56,6 +56,7 @@ struct hsmd {
 	int ns_quiet;		      /* set while noting a change that must not be published yet */
 	int ns_attr_only;	      /* set while noting an attribute change (no data written) */
 	struct peers *peers;	      /* clients of the configured peers */
+	struct policy_engine *pe;     /* the policy engine (no policy file: idle) */
 	time_t started;
 	int scanning;
 	uint64_t ev_perm, ev_allowed, ev_denied, ev_notify;

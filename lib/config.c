@@ -58,7 +58,7 @@ struct cfg_key {
 	int flags;
 };
 
-#define CFG_NKEYS 29
+#define CFG_NKEYS 31
 
 struct cfg_volmeta {
 	int line;
@@ -1100,6 +1100,8 @@ static const struct cfg_key cfg_keys[CFG_NKEYS] = {
     {SEC_SITE, "tls_cert", cfg_set_path, CFG_C(tls_cert), 0, PATH_MAX - 1, 0, 0},
     {SEC_SITE, "tls_key", cfg_set_path, CFG_C(tls_key), 0, PATH_MAX - 1, 0, 0},
     {SEC_SITE, "peer_timeout", cfg_set_seconds, CFG_C(peer_timeout), 1, 3600, 0, 0},
+    {SEC_SITE, "policy", cfg_set_path, CFG_C(policy_file), 0, PATH_MAX - 1, 0, 0},
+    {SEC_SITE, "policy_jobs", cfg_set_int, CFG_C(policy_jobs), 1, 64, 0, 0},
     {SEC_PEER, "url", cfg_set_peer_url, CFG_P(url), 0, 0, 0, 0},
     {SEC_PEER, "cost", cfg_set_int, CFG_P(cost), 0, 1000000, 0, 0},
     {SEC_PEER, "priority", cfg_set_priority, CFG_P(priority), 0, 0, 0, 0},
@@ -1803,6 +1805,7 @@ void config_free(struct hsm_config *cfg)
 		free(cfg->peers);
 	}
 	free(cfg->listen);
+	free(cfg->policy_file);
 	free(cfg->tls_ca);
 	free(cfg->tls_cert);
 	free(cfg->tls_key);

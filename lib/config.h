@@ -6,7 +6,8 @@
  *                  by root or the caller), chunk_size, multipart_threshold,
  *                  part_size, max_connections, retries, timeout
  *                  listen (ADDR:PORT of the peer server), tls_ca, tls_cert, tls_key,
- *                  peer_timeout
+ *                  peer_timeout, policy (the policy file, docs/policy.md; none = no
+ *                  policy), policy_jobs (policy transfers at once, default 4)
  *   [peer NAME]    url (https://HOST:PORT), cost, priority (normal | first | last |
  *                  never)
  *   [volume NAME]  path (where users access it), backing (hsmd's own access
@@ -73,20 +74,22 @@ struct hsm_volume_cfg {
 };
 
 struct hsm_config {
-	char *file;		    /* the path it was loaded from */
-	char *site;		    /* required */
-	char *state_dir;	    /* default /var/lib/hsmd */
-	char *socket_path;	    /* default /run/hsmd/hsmd.sock */
-	char *socket_group;	    /* default "hsm" (ignored if the group does not exist) */
-	int log_level;		    /* enum log_level, default info */
-	int workers;		    /* I/O and hashing threads; default 0 = 16 */
-	struct hsm_store_cfg store; /* default file://STATE_DIR/objects */
-	char *listen;		    /* peer server "ADDR:PORT", NULL = none */
+	char *file;			   /* the path it was loaded from */
+	char *site;			   /* required */
+	char *state_dir;		   /* default /var/lib/hsmd */
+	char *socket_path;		   /* default /run/hsmd/hsmd.sock */
+	char *socket_group;		   /* default "hsm" (ignored if the group does not exist) */
+	int log_level;			   /* enum log_level, default info */
+	int workers;			   /* I/O and hashing threads; default 0 = 16 */
+	struct hsm_store_cfg store;	   /* default file://STATE_DIR/objects */
+	char *listen;			   /* peer server "ADDR:PORT", NULL = none */
 	char *tls_ca, *tls_cert, *tls_key; /* required when there are peers or listen */
 	double peer_timeout;		   /* seconds without progress; default 10 */
+	char *policy_file;		   /* NULL = no policy */
+	int policy_jobs;		   /* 0 = default 4 */
 	size_t npeers;
 	struct hsm_peer_cfg *peers;
-	size_t nvolumes;	    /* at least one */
+	size_t nvolumes; /* at least one */
 	struct hsm_volume_cfg *volumes;
 };
 

@@ -19,6 +19,7 @@
 
 #include "tools/hsm_ca.h"
 #include "tools/hsm_client.h"
+#include "tools/hsm_policy.h"
 #include "tools/hsm_print.h"
 
 #define EXIT_OK	   0
@@ -167,6 +168,9 @@ static void usage_all(FILE *f)
 		   "Verbs:\n");
 	for (i = 0; i < NVERBS; i++)
 		fprintf(f, "  %-9s %s\n", verbs[i].name, verbs[i].what);
+	fprintf(f, "  %-9s %s\n", "policy",
+		"check, explain, run, reload the policy (hsm policy -h)");
+	fprintf(f, "  %-9s %s\n", "ca", "deployment CA and site certificates (hsm ca -h)");
 	fprintf(f, "  %-9s %s\n\n", "help", "this text, or a verb's with hsm help VERB");
 	fprintf(f,
 		"Options:\n"
@@ -1072,6 +1076,9 @@ int main(int argc, char **argv)
 	/* the CA works on files, not through hsmd */
 	if (strcmp(argv[optind], "ca") == 0)
 		return flush_stdout(hsm_ca_main(argc - optind, argv + optind));
+	if (strcmp(argv[optind], "policy") == 0)
+		return flush_stdout(
+		    hsm_policy_main(argc - optind, argv + optind, x.socket, x.json));
 	x.verb = verb_find(argv[optind]);
 	if (!x.verb)
 		return usage_error(NULL, "no verb '%s'", argv[optind]);

@@ -1,0 +1,101 @@
+#!/bin/bash
+# The policy engine across sites (docs/policy.md, issue "Policy engine"): two sites a
+# and b in their own network namespaces over veth, mutual TLS, one file:// store, the
+# same policy file at both:
+#  - exclude: files matching an exclude rule written at a never appear at b, and a file
+#    renamed to an excluded name leaves b's namespace; they are never archived either;
+#  - prefetch at b: matching files written at a become resident at b without any read;
+#    others stay stubs;
+#  - place at b: a file written at a under the placed path ends up owned by b, at both
+#    sites, with its bytes intact at both.
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/sites.sh"
+it_setup_root
+
+site_state() {
+	local out s
+	out=$(site_hsm "$1" state --json "$2" 2>&1)
+	s=$(printf '%s\n' "$out" | json_get "${3:-state}" item)
+	[ -n "$s" ] && echo "$s" || echo "error: $(printf '%s' "$out" | tr '\n' ' ' | head -c 200)"
+}
+wait_for() {
+	local limit=$1 i
+	shift
+	for ((i = 0; i < limit * 10; i++)); do
+		"$@" >/dev/null 2>&1 && return 0
+		sleep 0.1
+	done
+	return 1
+}
+is_state() { [ "$(site_state "$1" "$2")" = "$3" ]; }
+owner_is() { [ "$(site_state "$1" "$2" owner)" = "$3" ]; }
+exists() { [ -e "$1" ]; }
+
+P="$T/policy.conf"
+cat >"$P" <<'POL'
+# the same policy at both sites
+exclude "*.tmp", "~*"
+archive where name ~ "*.arc"
+prefetch at b where path ~ "hot/**"
+place at b where path ~ "bplace/**"
+scan every 1h
+POL
+ok_cmd "the policy checks clean" "$HSM_BIN" policy check --site a --site b "$P"
+export SITES_SITE_EXTRA="policy = $P"
+sites_init a b
+site_start a || bail_out "site a did not start"
+site_start b || bail_out "site b did not start"
+A=$(site_vol a)
+B=$(site_vol b)
+
+mkdir -p "$A/hot/sub" "$A/cold" "$A/bplace"
+mkrand "$A/hot/sub/h1" 2000000
+mkrand "$A/hot/h2" 500000
+mkrand "$A/cold/c1" 700000
+mkrand "$A/cold/scratch.tmp" 100000
+mkrand "$A/cold/~lock" 1000
+mkrand "$A/cold/keep" 1000
+mkrand "$A/bplace/p1" 1500000
+mkrand "$A/x.arc" 300000
+sh1=$(sha "$A/hot/sub/h1")
+shp=$(sha "$A/bplace/p1")
+
+ok 'wait_for 10 exists "$B/cold/c1"' "a plain file appears at b"
+ok 'wait_for 10 exists "$B/cold/keep"' "the last file written appears at b"
+is "$(site_state b "$B/cold/c1")" stub "the plain file is a stub at b"
+sleep 1
+ok '! [ -e "$B/cold/scratch.tmp" ]' "exclude: *.tmp never appears at b"
+ok '! [ -e "$B/cold/~lock" ]' "exclude: ~* never appears at b"
+
+# prefetch
+ok 'wait_for 20 is_state b "$B/hot/sub/h1" archived || is_state b "$B/hot/sub/h1" resident' \
+	"prefetch: hot/sub/h1 resident at b without a read"
+ok 'wait_for 20 is_state b "$B/hot/h2" archived || is_state b "$B/hot/h2" resident' \
+	"prefetch: hot/h2 resident at b"
+ok '[ "$(stat -c %b "$B/hot/sub/h1")" -gt 0 ]' "prefetch: h1 has its blocks at b"
+is "$(site_state b "$B/cold/c1")" stub "prefetch: cold/c1 is still a stub at b"
+is "$(sha "$B/hot/sub/h1")" "$sh1" "prefetch: h1's bytes at b are right"
+is "$(site_state a "$A/hot/sub/h1" owner)" a "prefetch does not move ownership"
+
+# placement
+ok 'wait_for 30 owner_is b "$B/bplace/p1" b' "place: b owns bplace/p1 (at b)"
+ok 'wait_for 15 owner_is a "$A/bplace/p1" b' "place: a sees b as the owner"
+is "$(sha "$B/bplace/p1")" "$shp" "place: the bytes at b are right"
+is "$(sha "$A/bplace/p1")" "$shp" "place: the bytes at a are right"
+is "$(site_state a "$A/cold/c1" owner)" a "place: other files keep their owner"
+
+# archive and exclude
+ok 'wait_for 20 is_state a "$A/x.arc" archived' "archive rule: x.arc archived at a"
+is "$(site_state a "$A/cold/scratch.tmp")" resident "exclude: scratch.tmp is not archived"
+out=$(site_hsm a archive "$A/cold/scratch.tmp" 2>&1)
+is "$?" 1 "exclude: hsm archive refuses it" "$out"
+
+# renamed to an excluded name: it leaves b
+mv "$A/cold/keep" "$A/cold/keep.tmp"
+ok 'wait_for 10 test ! -e "$B/cold/keep"' "a file renamed to an excluded name leaves b"
+ok '! [ -e "$B/cold/keep.tmp" ]' "and does not appear under the excluded name"
+ok '[ -e "$A/cold/keep.tmp" ]' "it stays at a"
+
+ok 'site_stop a' "site a stops cleanly"
+ok 'site_stop b' "site b stops cleanly"
+tap_done

@@ -155,7 +155,7 @@ static void warn(struct policy_diags *d, int line, int col, const char *fmt, con
 
 static int sites_cover(const struct policy_rule *e, const struct policy_rule *r)
 {
-	if (e->nsites == 0)
+	if (e->nsites == 0 || (e->action == POLICY_PLACE && !e->no))
 		return 1;
 	if (r->nsites == 0)
 		return 0;

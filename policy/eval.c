@@ -186,7 +186,9 @@ int pol_eval_node(struct pol_ctx *c, const struct pol_node *n)
 
 int pol_rule_applies(const struct policy_rule *r, const char *site)
 {
-	if (r->nsites == 0)
+	/* A place rule's `at` names the owner, not where it applies: every site reads it
+	 * alike, or two sites could each claim the same files back and forth. */
+	if (r->nsites == 0 || (r->action == POLICY_PLACE && !r->no))
 		return 1;
 	if (site == NULL)
 		return 0;

@@ -661,7 +661,13 @@ static void test_first_match(void **state)
 	assert_int_equal(policy_rule_copies(d.rule[POLICY_COPIES]), 2);
 	assert_null(policy_rule_site(d.rule[POLICY_COPIES]));
 	assert_int_equal(policy_rule_copies(d.rule[POLICY_PLACE]), 0);
-	/* no site: only rules without an at list */
+	/* a place rule reads the same at every site: its at names the owner */
+	policy_eval(p, "paris", &f, NOW, &d);
+	assert_non_null(d.rule[POLICY_PLACE]);
+	assert_string_equal(policy_rule_site(d.rule[POLICY_PLACE]), "tokyo");
+	policy_eval(p, NULL, &f, NOW, &d);
+	assert_string_equal(policy_rule_site(d.rule[POLICY_PLACE]), "tokyo");
+	/* no site: only rules without an at list (and place rules) */
 	policy_eval(p, NULL, &f, NOW, &d);
 	assert_int_equal(policy_rule_line(d.rule[POLICY_ARCHIVE]), 4);
 	assert_null(d.rule[POLICY_PIN]);

@@ -678,40 +678,52 @@ static int ops_take_paths(struct batch *b, struct json_object *paths, char *err,
 	return 0;
 }
 
-/* "sites": the order recall would try the sources of one file in, with their health. */
-static void ops_sites(struct hsmd *h, struct ctl_conn *c, struct json_object *req)
+int ops_open_one(struct hsmd *h, struct ctl_conn *c, struct json_object *req, const char *what,
+		 struct hsmd_vol **v, const char **path, const char **rel)
 {
-	struct json_object *paths, *p, *r;
-	struct hsm_state st;
-	struct hsmd_vol *v;
-	const char *path, *rel;
-	char err[256];
+	struct json_object *paths, *p;
+	char err[512];
 	int fd;
 
 	if (!json_object_object_get_ex(req, "paths", &paths) ||
 	    !json_object_is_type(paths, json_type_array) || json_object_array_length(paths) != 1 ||
 	    !(p = json_object_array_get_idx(paths, 0)) ||
 	    !json_object_is_type(p, json_type_string)) {
-		ctl_end(c, 0, 0, 0, "sites takes exactly one path", NULL);
-		return;
+		snprintf(err, sizeof(err), "%s takes exactly one path", what);
+		ctl_end(c, 0, 0, 0, err, NULL);
+		return -1;
 	}
-	path = json_object_get_string(p);
-	if (path_check_absolute(path, (size_t)json_object_get_string_len(p), err, sizeof(err)) <
+	*path = json_object_get_string(p);
+	if (path_check_absolute(*path, (size_t)json_object_get_string_len(p), err, sizeof(err)) <
 	    0) {
 		ctl_end(c, 0, 0, 0, err, NULL);
-		return;
+		return -1;
 	}
-	v = hsmd_vol_for(h, path, &rel);
-	if (!v) {
-		ctl_end(c, 0, 0, 0, "not in a managed volume", NULL);
-		return;
+	*v = hsmd_vol_for(h, *path, rel);
+	if (!*v || !(*rel)[0]) {
+		ctl_end(c, 0, 0, 0, "not a file in a managed volume", NULL);
+		return -1;
 	}
-	fd = path_open_beneath(v->root_fd, rel, O_RDONLY | O_NONBLOCK | O_CLOEXEC, 0);
+	fd = path_open_beneath((*v)->root_fd, *rel, O_RDONLY | O_NONBLOCK | O_CLOEXEC, 0);
 	if (fd < 0) {
-		snprintf(err, sizeof(err), "%s: %s", path, strerror(errno));
+		snprintf(err, sizeof(err), "%s: %s", *path, strerror(errno));
 		ctl_end(c, 0, 0, 0, err, NULL);
-		return;
 	}
+	return fd;
+}
+
+/* "sites": the order recall would try the sources of one file in, with their health. */
+static void ops_sites(struct hsmd *h, struct ctl_conn *c, struct json_object *req)
+{
+	struct json_object *r;
+	struct hsm_state st;
+	struct hsmd_vol *v;
+	const char *path, *rel;
+	char err[256];
+	int fd = ops_open_one(h, c, req, "sites", &v, &path, &rel);
+
+	if (fd < 0)
+		return;
 	if (scan_adopt(fd, h->cfg->site, &st, err, sizeof(err)) < 0) {
 		close(fd);
 		ctl_end(c, 0, 0, 0, err, NULL);

@@ -1460,7 +1460,7 @@ static void pe_explain(struct policy_engine *pe, struct ctl_conn *c, struct json
 	static const char *const names[] = {"archive",	"release", "pin",
 					    "prefetch", "place",   "copies"};
 	struct hsmd *h = pe->h;
-	struct json_object *paths, *p, *r, *dec;
+	struct json_object *r, *dec;
 	struct pe_lines lines;
 	struct policy_decision d;
 	struct policy_file pf;
@@ -1473,30 +1473,14 @@ static void pe_explain(struct policy_engine *pe, struct ctl_conn *c, struct json
 	char err[512];
 	int fd, have;
 
-	if (!json_object_object_get_ex(req, "paths", &paths) ||
-	    !json_object_is_type(paths, json_type_array) || json_object_array_length(paths) != 1 ||
-	    !(p = json_object_array_get_idx(paths, 0)) ||
-	    !json_object_is_type(p, json_type_string)) {
-		ctl_end(c, 0, 0, 0, "policy explain takes exactly one path", NULL);
+	fd = ops_open_one(h, c, req, "policy explain", &v, &path, &rel);
+	if (fd < 0)
 		return;
-	}
-	path = json_object_get_string(p);
-	if (path_check_absolute(path, (size_t)json_object_get_string_len(p), err, sizeof(err)) <
-	    0) {
-		ctl_end(c, 0, 0, 0, err, NULL);
-		return;
-	}
-	v = hsmd_vol_for(h, path, &rel);
-	if (!v || !rel[0]) {
-		ctl_end(c, 0, 0, 0, "not a file in a managed volume", NULL);
-		return;
-	}
-	fd = path_open_beneath(v->root_fd, rel, O_RDONLY | O_NONBLOCK | O_CLOEXEC, 0);
-	if (fd < 0 || fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
+	if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
+		/* errno is fstat's only when it failed; otherwise it is not a file */
 		snprintf(err, sizeof(err), "%s: %s", path,
-			 fd < 0 ? strerror(errno) : "not a regular file");
-		if (fd >= 0)
-			close(fd);
+			 fstat(fd, &sb) < 0 ? strerror(errno) : "not a regular file");
+		close(fd);
 		ctl_end(c, 0, 0, 0, err, NULL);
 		return;
 	}

@@ -448,6 +448,17 @@ flags_of() {
 	hsm state --json "$1" 2>/dev/null | json_get flags item
 }
 
+# wait_for SECONDS CMD...: polls CMD every 0.1 s until it succeeds; 1 on timeout.
+wait_for() {
+	local limit=$1 i
+	shift
+	for ((i = 0; i < limit * 10; i++)); do
+		"$@" >/dev/null 2>&1 && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
 # wait_state FILE STATE [SECONDS]: polls until hsmd reports STATE (default 10 s).
 wait_state() {
 	local f=$1 want=$2 n=$(( ${3:-10} * 10 )) i

@@ -442,6 +442,15 @@ site_hsm() {
 	VT=${HSM_TIMEOUT:-120} vt "$HSM_BIN" -s "$(site_sock "$name")" "$@"
 }
 
+# site_state SITE FILE [KEY]: a field (default state) of `hsm state` of FILE at SITE,
+# or "error: ..." when the request failed.
+site_state() {
+	local out s
+	out=$(site_hsm "$1" state --json "$2" 2>&1)
+	s=$(printf '%s\n' "$out" | json_get "${3:-state}" item)
+	[ -n "$s" ] && echo "$s" || echo "error: $(printf '%s' "$out" | tr '\n' ' ' | head -c 200)"
+}
+
 # ---------------------------------------------------------------- the network
 
 # sites_rate_bits RATE: RATE (N followed by bit, kbit, mbit or gbit, as tc takes it) in

@@ -18,16 +18,6 @@ P="$T/policy.conf"
 # policy TEXT: writes the policy file.
 policy() { printf '%s\n' "$1" >"$P"; }
 
-# wait_for SECONDS CMD...: polls CMD every 0.1 s until it succeeds; 1 on timeout.
-wait_for() {
-	local limit=$1 i
-	shift
-	for ((i = 0; i < limit * 10; i++)); do
-		"$@" >/dev/null 2>&1 && return 0
-		sleep 0.1
-	done
-	return 1
-}
 is_state() { [ "$(state_of "$1")" = "$2" ]; }
 
 # used_pct: the volume's usage as df computes it (used / (used + available)).

@@ -12,21 +12,6 @@
 . "$(dirname "$0")/sites.sh"
 it_setup_root
 
-site_state() {
-	local out s
-	out=$(site_hsm "$1" state --json "$2" 2>&1)
-	s=$(printf '%s\n' "$out" | json_get "${3:-state}" item)
-	[ -n "$s" ] && echo "$s" || echo "error: $(printf '%s' "$out" | tr '\n' ' ' | head -c 200)"
-}
-wait_for() {
-	local limit=$1 i
-	shift
-	for ((i = 0; i < limit * 10; i++)); do
-		"$@" >/dev/null 2>&1 && return 0
-		sleep 0.1
-	done
-	return 1
-}
 is_state() { [ "$(site_state "$1" "$2")" = "$3" ]; }
 owner_is() { [ "$(site_state "$1" "$2" owner)" = "$3" ]; }
 exists() { [ -e "$1" ]; }

@@ -20,25 +20,6 @@
 . "$(dirname "$0")/sites.sh"
 it_setup_root
 
-# site_state SITE FILE: the hsm state of FILE at SITE ("error: ..." if none).
-site_state() {
-	local out s
-	out=$(site_hsm "$1" state --json "$2" 2>&1)
-	s=$(printf '%s\n' "$out" | json_get state item)
-	[ -n "$s" ] && echo "$s" || echo "error: $(printf '%s' "$out" | tr '\n' ' ' | head -c 200)"
-}
-
-# wait_for SECONDS CMD...: polls CMD every 0.1 s until it succeeds; 1 on timeout.
-wait_for() {
-	local limit=$1 i
-	shift
-	for ((i = 0; i < limit * 10; i++)); do
-		"$@" >/dev/null 2>&1 && return 0
-		sleep 0.1
-	done
-	return 1
-}
-
 is_stub() { [ "$(site_state "$1" "$2")" = stub ]; }
 reads_as() { [ "$(sha "$1")" = "$2" ]; }
 exists() { [ -e "$1" ] || [ -L "$1" ]; }

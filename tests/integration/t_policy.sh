@@ -8,7 +8,8 @@
 #  - hsm policy explain names the rule and the values compared;
 #  - usage above the high watermark: a pass releases down to the low mark, oldest
 #    atime first, never the pinned or the dirty file;
-#  - a bandwidth limit of 4 MB/s on archive uploads holds within 15 %;
+#  - a bandwidth limit of 4 MB/s on archive uploads holds within 15 %, and a reader's
+#    recall meanwhile does not wait behind the queued archives;
 #  - a broken policy on reload (hsm policy reload, SIGHUP) keeps the old one.
 . "$(dirname "$0")/lib.sh"
 it_setup_root
@@ -120,6 +121,7 @@ ok_cmd "reload the policy" hsm policy reload
 mkdir -p "$V/w"
 for i in $(seq -w 1 16); do mkrand "$V/w/f$i.big" 9000000; done
 sum03=$(sha "$V/w/f03.big")
+sum04=$(sha "$V/w/f04.big")
 ok 'wait_for 60 is_state "$V/w/f16.big" archived' "the big files are archived"
 for i in $(seq -w 1 16); do wait_for 30 is_state "$V/w/f$i.big" archived; done
 # no archive rule from here on: a modified file stays dirty
@@ -175,6 +177,16 @@ archived() { hsm policy status --json | json_get jobs.archive.done; }
 d0=$(archived)
 t0=$(date +%s.%N)
 ok_cmd "policy run" hsm policy run
+# A reader never queues behind policy work: a stub read while 40 archives wait on the
+# limit is recalled at once.
+r0=$(date +%s.%N)
+rsum=$(sha "$V/w/f04.big")
+r1=$(date +%s.%N)
+tap_diag "a 9 MB stub read during the paced archives: $(python3 -c "print(round($r1 - $r0, 2))") s"
+ok "python3 -c 'import sys; sys.exit(0 if $r1 - $r0 < 3 else 1)'" \
+	"a reader's recall does not wait for queued policy jobs"
+is "$rsum" "$sum04" "the stub read back intact"
+is "$(state_of "$V/w/f04.big")" archived "the read stub is resident again"
 for ((i = 0; i < 600; i++)); do
 	[ "$(archived)" -ge $((d0 + 40)) ] && break
 	sleep 0.05

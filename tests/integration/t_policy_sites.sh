@@ -7,7 +7,8 @@
 #  - prefetch at b: matching files written at a become resident at b without any read;
 #    others stay stubs;
 #  - place at b: a file written at a under the placed path ends up owned by b, at both
-#    sites, with its bytes intact at both.
+#    sites, with its bytes intact at both;
+#  - a limit of 2 MB/s on traffic from peer a holds for b's prefetches within 15 %.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/sites.sh"
 it_setup_root
@@ -23,6 +24,7 @@ exclude "*.tmp", "~*"
 archive where name ~ "*.arc"
 prefetch at b where path ~ "hot/**"
 place at b where path ~ "bplace/**"
+limit peer a 2MB/s
 scan every 1h
 POL
 ok_cmd "the policy checks clean" "$HSM_BIN" policy check --site a --site b "$P"
@@ -61,6 +63,27 @@ ok '[ "$(stat -c %b "$B/hot/sub/h1")" -gt 0 ]' "prefetch: h1 has its blocks at b
 is "$(site_state b "$B/cold/c1")" stub "prefetch: cold/c1 is still a stub at b"
 is "$(sha "$B/hot/sub/h1")" "$sh1" "prefetch: h1's bytes at b are right"
 is "$(site_state a "$A/hot/sub/h1" owner)" a "prefetch does not move ownership"
+
+# prefetch traffic from a is paced at 2 MB/s: 16 files of 1 MiB, timed at b from the
+# first prefetch done to the last
+mkdir -p "$A/hot/bw"
+pdone() { site_hsm b policy status --json | json_get jobs.prefetch.done; }
+d0=$(pdone)
+for i in $(seq -w 1 16); do mkrand "$A/hot/bw/f$i" 1048576; done
+tf=""
+for ((i = 0; i < 1200; i++)); do
+	n=$(pdone)
+	[ -z "$tf" ] && [ "$n" -ge $((d0 + 1)) ] && tf=$(date +%s.%N)
+	[ "$n" -ge $((d0 + 16)) ] && break
+	sleep 0.05
+done
+tl=$(date +%s.%N)
+rate=$(python3 -c "print(round(15 * 1048576 / ($tl - ${tf:-$tl} + 1e-9) / 1e6, 2))")
+tap_diag "15 MiB prefetched after the first in $(python3 -c "print(round($tl - ${tf:-$tl}, 2))") s: $rate MB/s"
+ok "python3 -c 'import sys; r = $rate; sys.exit(0 if 1.7 <= r <= 2.3 else 1)'" \
+	"limit peer a 2MB/s holds for prefetch within 15 % ($rate MB/s)"
+is "$(for i in $(seq -w 1 16); do site_state b "$B/hot/bw/f$i"; done | grep -c stub)" 0 \
+	"every paced file was prefetched"
 
 # placement
 ok 'wait_for 30 owner_is b "$B/bplace/p1" b' "place: b owns bplace/p1 (at b)"

@@ -224,9 +224,16 @@ void nsync_note(struct hsmd *h, struct hsmd_vol *v, const char *rel, const struc
 
 		if (policy_engine_excluded(h, v, rel, sb, st, why, sizeof(why))) {
 			/* Never published; one that was (renamed to an excluded name, or
-			 * excluded by a new policy) leaves the other sites' namespace. */
+			 * excluded by a new policy) leaves the other sites' namespace, but
+			 * only if its data is here: a stub's data lives elsewhere, and
+			 * withdrawing it would have its holder delete the only copy. */
 			if (ns_load(ns, &st->fid, &p, &seq, NULL) == 0) {
-				if (!p.deleted) {
+				if (!p.deleted && st->state == HSM_STATE_STUB) {
+					log_warnx("nsync: %s/%s is excluded (%s) but a stub: the "
+						  "other sites keep it under its old name, as its "
+						  "data is not here",
+						  v->cfg->path, rel, why);
+				} else if (!p.deleted) {
 					p.deleted = 1;
 					nsrec_vv_set(&p, self, nsrec_vv_get(&p, self) + 1);
 					ns_publish(ns, v->cfg->name, &p);

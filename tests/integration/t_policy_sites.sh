@@ -4,6 +4,7 @@
 # same policy file at both:
 #  - exclude: files matching an exclude rule written at a never appear at b, and a file
 #    renamed to an excluded name leaves b's namespace; they are never archived either;
+#    a stub renamed to an excluded name does not take the file away from its holder;
 #  - prefetch at b: matching files written at a become resident at b without any read;
 #    others stay stubs;
 #  - place at b: a file written at a under the placed path ends up owned by b, at both
@@ -103,6 +104,15 @@ mv "$A/cold/keep" "$A/cold/keep.tmp"
 ok 'wait_for 10 test ! -e "$B/cold/keep"' "a file renamed to an excluded name leaves b"
 ok '! [ -e "$B/cold/keep.tmp" ]' "and does not appear under the excluded name"
 ok '[ -e "$A/cold/keep.tmp" ]' "it stays at a"
+
+# a stub renamed to an excluded name must not withdraw the file: its data is at a
+shc=$(sha "$A/cold/c1")
+is "$(site_state b "$B/cold/c1")" stub "cold/c1 is still a stub at b"
+mv "$B/cold/c1" "$B/cold/c1.tmp"
+sleep 3
+ok '[ -e "$A/cold/c1" ]' "a stub renamed to an excluded name at b: a keeps the file"
+is "$(sha "$A/cold/c1")" "$shc" "and its bytes"
+is "$(sha "$B/cold/c1.tmp")" "$shc" "the renamed stub at b still reads right"
 
 ok 'site_stop a' "site a stops cleanly"
 ok 'site_stop b' "site b stops cleanly"

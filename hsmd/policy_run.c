@@ -3,9 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <json-c/json.h>
-#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,8 +25,7 @@
 #include "policy/policy.h"
 #include "recall/recall.h"
 
-#define PE_FILE_MAX	 (4u << 20) /* policy files larger are refused */
-#define PE_CHUNK	 2048	    /* catalog records per pool job */
+#define PE_CHUNK	 2048 /* catalog records per pool job */
 #define PE_CHUNKS_IN_FLY 2
 #define PE_JOURNAL_BATCH 20000 /* changed files evaluated per journal tick */
 #define PE_JOURNAL_TICK	 1.0
@@ -36,6 +33,7 @@
 #define PE_BURST	 0.25 /* seconds of a rate a bucket may save up */
 #define PE_LIST_DEFAULT	 10000
 #define PE_HASH		 4096
+#define PE_HIGH_RETRY	 60.0 /* seconds between passes started by a high watermark */
 #define PE_ERR_MAX	 4096
 
 enum pe_class { PE_PREFETCH = 0, PE_ARCHIVE = 1, PE_RELEASE = 2, PE_NCLASSES = 3 };
@@ -70,6 +68,7 @@ struct pe_cand {
 	struct pe_item it; /* its path owned here */
 	const struct policy_rule *rule;
 	int claim;	    /* prefetch: then take ownership (placement) */
+	int below;	    /* release: its volume is below the rule's watermarks */
 	const char *reason; /* skipped: why (static) */
 };
 
@@ -141,7 +140,8 @@ struct policy_engine {
 	size_t qlen[PE_NCLASSES];
 	struct pe_job *hash[PE_HASH]; /* queued and in flight, by fid */
 	unsigned in_fly, own_recalls;
-	int paused; /* hsm policy pause: passes plan and queue, no job starts */
+	int paused;	       /* hsm policy pause: passes plan and queue, no job starts */
+	double last_high_pass; /* monotonic time of the last pass a watermark started */
 	struct pe_bucket *buckets;
 	uint64_t done[PE_NCLASSES], failed[PE_NCLASSES], bytes[PE_NCLASSES];
 	uint64_t npasses, claims;
@@ -160,28 +160,6 @@ static double pe_now(void)
 
 /* ---- loading ---- */
 
-static int pe_resolve(void *arg, int kind, const char *name, uint32_t *id)
-{
-	char buf[16384];
-
-	(void)arg;
-	if (kind == POLICY_USER) {
-		struct passwd pw, *r = NULL;
-
-		if (getpwnam_r(name, &pw, buf, sizeof(buf), &r) != 0 || !r)
-			return -1;
-		*id = r->pw_uid;
-	} else {
-		struct group gr, *r = NULL;
-
-		if (getgrnam_r(name, &gr, buf, sizeof(buf), &r) != 0 || !r)
-			return -1;
-		*id = r->gr_gid;
-	}
-	return 0;
-}
-
-/* Reads and compiles path; NULL with every error in err. */
 /* Keeps a copy of a policy that compiled, so that a worker restarting while the
  * admin's file has an error carries on with the policy that was in force rather than
  * none (which would publish excluded files and stop every rule). */
@@ -210,49 +188,18 @@ static struct pe_ref *pe_load(const struct hsm_config *cfg, const char *path, in
 	struct policy_diags d = {0};
 	struct pe_ref *ref;
 	struct policy *p;
-	struct stat sb;
 	char *text;
 	size_t off = 0;
-	int fd;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		snprintf(err, errlen, "policy %s: %s", path, strerror(errno));
+	text = policy_read_file(path, &off, err, errlen);
+	if (!text)
 		return NULL;
-	}
-	if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode) || (uint64_t)sb.st_size > PE_FILE_MAX) {
-		snprintf(err, errlen, "policy %s: not a regular file of at most %u bytes", path,
-			 PE_FILE_MAX);
-		close(fd);
-		return NULL;
-	}
-	text = malloc((size_t)sb.st_size + 1);
-	if (!text) {
-		snprintf(err, errlen, "policy %s: out of memory", path);
-		close(fd);
-		return NULL;
-	}
-	while (off < (size_t)sb.st_size) {
-		ssize_t n = read(fd, text + off, (size_t)sb.st_size - off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			snprintf(err, errlen, "policy %s: read: %s", path,
-				 n < 0 ? strerror(errno) : "file shrank while read");
-			free(text);
-			close(fd);
-			return NULL;
-		}
-		off += (size_t)n;
-	}
-	close(fd);
 	sites[0] = cfg->site;
 	for (size_t i = 0; i < cfg->npeers && i < HSM_PEERS_MAX; i++)
 		sites[1 + i] = cfg->peers[i].name;
 	env.sites = sites;
 	env.nsites = 1 + cfg->npeers;
-	env.resolve = pe_resolve;
+	env.resolve = policy_resolve_system;
 	p = policy_compile(path, text, off, &env, &d);
 	if (p && save)
 		pe_save_good(cfg, text, off);
@@ -1007,7 +954,7 @@ static unsigned pe_pct(uint64_t used, uint64_t total)
 /* The release list of a pass as it will be carried out: candidates of rules without
  * watermarks all go; those of a rule with watermarks go, in the rule's order, only on
  * a volume above its high mark and only until the estimate is at its low mark. The
- * others are marked with reason = "release: below the watermark" (kept, not listed). */
+ * others are marked below (kept, neither listed nor queued). */
 static void pe_plan_release(struct pe_pass *ps)
 {
 	struct hsmd *h = ps->h;
@@ -1038,7 +985,7 @@ static void pe_plan_release(struct pe_pass *ps)
 			target = u.total / 100 * low + (u.total % 100) * low / 100;
 			for (size_t k = i; k < j; k++) {
 				if (pe_pct(u.used, u.total) < high || used <= target) {
-					rv->v[k].reason = "release: below the watermark";
+					rv->v[k].below = 1;
 					continue;
 				}
 				used -= rv->v[k].it.blocks * 512 < used ? rv->v[k].it.blocks * 512
@@ -1060,10 +1007,9 @@ static int pe_over_high(struct policy_engine *pe)
 {
 	struct hsmd *h = pe->h;
 	struct pe_usage u;
-	unsigned high, low, maxhigh = 101;
+	unsigned high, low, lowest = 101;
 
 	/* the lowest high mark of any release rule: rules are not tied to volumes */
-	(void)low;
 	if (!pe->cur)
 		return 0;
 	for (size_t i = 0;; i++) {
@@ -1074,13 +1020,13 @@ static int pe_over_high(struct policy_engine *pe)
 		if (policy_rule_action(r) != POLICY_RELEASE)
 			continue;
 		policy_rule_watermarks(r, &high, &low);
-		if (high && high < maxhigh)
-			maxhigh = high;
+		if (high && high < lowest)
+			lowest = high;
 	}
-	if (maxhigh > 100)
+	if (lowest > 100)
 		return 0;
 	for (size_t i = 0; i < h->nvols; i++)
-		if (pe_vol_usage(&h->vols[i], &u) == 0 && pe_pct(u.used, u.total) >= maxhigh)
+		if (pe_vol_usage(&h->vols[i], &u) == 0 && pe_pct(u.used, u.total) >= lowest)
 			return 1;
 	return 0;
 }
@@ -1115,8 +1061,6 @@ static struct json_object *pe_cand_obj(struct hsmd *h, const char *action, const
 	return o;
 }
 
-static const char *pe_below = "release: below the watermark";
-
 /* Sends the pass's plan to c (item lines) and returns the totals. */
 static struct json_object *pe_report(struct pe_pass *ps, struct ctl_conn *c)
 {
@@ -1139,7 +1083,7 @@ static struct json_object *pe_report(struct pe_pass *ps, struct ctl_conn *c)
 		for (size_t i = 0; i < lists[l].v->n; i++) {
 			const struct pe_cand *cd = &lists[l].v->v[i];
 
-			if (cd->reason == pe_below)
+			if (cd->below)
 				continue;
 			files++;
 			bytes += cd->it.size;
@@ -1180,9 +1124,10 @@ static void pe_pass_end(struct pe_pass *ps)
 		for (size_t i = 0; i < ps->archive.n; i++)
 			pe_enqueue(pe, PE_ARCHIVE, &ps->archive.v[i]);
 		for (size_t i = 0; i < ps->release.n; i++)
-			if (ps->release.v[i].reason != pe_below &&
-			    (ps->full || !ps->release.v[i].rule ||
-			     !pe_rule_has_marks(ps->release.v[i].rule)))
+			/* watermarks are judged on full passes only: an incremental pass
+			 * sees a few files, not the volume's candidates in order */
+			if (!ps->release.v[i].below &&
+			    (ps->full || !pe_rule_has_marks(ps->release.v[i].rule)))
 				pe_enqueue(pe, PE_RELEASE, &ps->release.v[i]);
 	}
 	clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -1291,8 +1236,12 @@ static void pe_journal_cb(struct ev_loop *loop, ev_timer *t, int revents)
 	(void)revents;
 	if (!pe->cur || pe->h->scanning)
 		return;
-	if (!pe->full && pe_over_high(pe))
+	/* Over a high mark with too few candidates to reach the low one, every tick
+	 * would start another full pass: one a minute is enough to catch up. */
+	if (!pe->full && pe_now() - pe->last_high_pass >= PE_HIGH_RETRY && pe_over_high(pe)) {
+		pe->last_high_pass = pe_now();
 		pe_full_pass(pe);
+	}
 	if (pe->incr || head <= pe->jcursor)
 		return;
 	j.last = pe->jcursor;
@@ -1328,6 +1277,7 @@ struct policy_engine *policy_engine_new(struct hsmd *h, char *err, size_t errlen
 		return NULL;
 	}
 	pe->h = h;
+	pe->last_high_pass = -PE_HIGH_RETRY;
 	if (h->cfg->policy_file) {
 		pe->cur = pe_load(h->cfg, h->cfg->policy_file, 1, err, errlen);
 		if (!pe->cur) {

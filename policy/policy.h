@@ -1,7 +1,8 @@
 /* The policy language (docs/policy.md): compiling an admin's policy file, checking it,
  * and evaluating it against one file's attributes. Pure code: libc only, no I/O of its
  * own (user and group names are resolved through a callback the caller passes, xattr
- * values are read through a callback in the file's attributes). A compiled policy is
+ * values are read through a callback in the file's attributes) except the helpers of
+ * policy/load.c, which callers use around it. A compiled policy is
  * immutable, so several threads may evaluate the same one at once.
  *
  * Semantics in one paragraph (the first of docs/policy.md): rules are read top to
@@ -58,6 +59,14 @@ struct policy_env {
 struct policy *policy_compile(const char *file, const char *text, size_t len,
 			      const struct policy_env *env, struct policy_diags *diags);
 void policy_free(struct policy *p);
+
+/* policy/load.c, the two pieces of I/O every caller needs. policy_read_file returns
+ * the bytes of a regular file of at most POLICY_FILE_MAX bytes (malloc'd, NUL added,
+ * the caller frees), or NULL with "policy PATH: why" in err. policy_resolve_system is
+ * a policy_env.resolve that looks names up in the system's user and group database. */
+#define POLICY_FILE_MAX (4u << 20)
+char *policy_read_file(const char *path, size_t *len, char *err, size_t errlen);
+int policy_resolve_system(void *arg, int kind, const char *name, uint32_t *id);
 void policy_diags_free(struct policy_diags *d);
 /* "FILE:LINE:COL: error: MSG" (or "warning:") into out; returns out. */
 const char *policy_diag_format(const struct policy *p_or_null, const char *file,
@@ -82,9 +91,9 @@ struct policy_file {
 	uint64_t size;
 	int64_t atime, mtime, ctime; /* seconds since the epoch */
 	uint32_t uid, gid;
-	int state;	    /* enum policy_state */
-	unsigned flags;	    /* enum policy_file_flags */
-	const char *owner;  /* site that holds the current version's data */
+	int state;	   /* enum policy_state */
+	unsigned flags;	   /* enum policy_file_flags */
+	const char *owner; /* site that holds the current version's data */
 	/* Reads xattr name into buf (at most cap bytes). Returns the value's length, -1 if
 	 * the file has no such xattr. NULL = the file has no xattrs. Called only by rules
 	 * that test xattrs, at most once per xattr name per evaluation. */
@@ -117,8 +126,8 @@ struct policy_decision {
 
 /* Evaluates every action for f at site (this site's name) at time now (seconds since
  * the epoch; ages are now - atime etc., a time in the future is age 0). */
-void policy_eval(const struct policy *p, const char *site, const struct policy_file *f,
-		 int64_t now, struct policy_decision *out);
+void policy_eval(const struct policy *p, const char *site, const struct policy_file *f, int64_t now,
+		 struct policy_decision *out);
 /* Only the exclude rules: 1 (and *rule, if rule != NULL) if f is excluded. For the
  * namespace feed, which must not publish excluded files. */
 int policy_excluded(const struct policy *p, const struct policy_file *f, int64_t now,

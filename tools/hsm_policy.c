@@ -4,9 +4,6 @@
 
 #include <errno.h>
 #include <getopt.h>
-#include <grp.h>
-#include <limits.h>
-#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,10 +13,9 @@
 #include "tools/hsm_client.h"
 #include "tools/hsm_print.h"
 
-#define P_OK	   0
-#define P_FAIL	   1
-#define P_USAGE	   2
-#define P_FILE_MAX (4u << 20)
+#define P_OK	0
+#define P_FAIL	1
+#define P_USAGE 2
 
 static void policy_usage(FILE *f)
 {
@@ -43,54 +39,6 @@ static void policy_usage(FILE *f)
 		"status   the loaded policy, the last pass, the job queues\n"
 		"pause    let no policy job start (passes still plan and queue) until resume\n"
 		"         or a restart of hsmd; jobs in flight finish\n");
-}
-
-static int policy_resolve(void *arg, int kind, const char *name, uint32_t *id)
-{
-	(void)arg;
-	if (kind == POLICY_USER) {
-		struct passwd *pw = getpwnam(name);
-
-		if (!pw)
-			return -1;
-		*id = pw->pw_uid;
-	} else {
-		struct group *gr = getgrnam(name);
-
-		if (!gr)
-			return -1;
-		*id = gr->gr_gid;
-	}
-	return 0;
-}
-
-static char *read_file(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	char *buf;
-	size_t n;
-
-	if (!f) {
-		fprintf(stderr, "hsm: policy check: %s: %s\n", path, strerror(errno));
-		return NULL;
-	}
-	buf = malloc(P_FILE_MAX + 1);
-	if (!buf) {
-		fclose(f);
-		fprintf(stderr, "hsm: out of memory\n");
-		return NULL;
-	}
-	n = fread(buf, 1, P_FILE_MAX + 1, f);
-	if (ferror(f) || n > P_FILE_MAX) {
-		fprintf(stderr, "hsm: policy check: %s: %s\n", path,
-			ferror(f) ? strerror(errno) : "larger than 4 MiB");
-		fclose(f);
-		free(buf);
-		return NULL;
-	}
-	fclose(f);
-	*len = n;
-	return buf;
 }
 
 static int policy_check(int argc, char **argv)
@@ -149,8 +97,9 @@ static int policy_check(int argc, char **argv)
 		for (size_t i = 0; i < cfg->npeers && nsites < HSM_PEERS_MAX + 2; i++)
 			sites[nsites++] = cfg->peers[i].name;
 	}
-	text = read_file(argv[optind], &len);
+	text = policy_read_file(argv[optind], &len, err, sizeof(err));
 	if (!text) {
+		fprintf(stderr, "hsm: policy check: %s\n", err);
 		config_free(cfg);
 		return P_FAIL;
 	}
@@ -158,7 +107,7 @@ static int policy_check(int argc, char **argv)
 		env.sites = sites;
 		env.nsites = nsites;
 	}
-	env.resolve = policy_resolve;
+	env.resolve = policy_resolve_system;
 	p = policy_compile(argv[optind], text, len, &env, &d);
 	free(text);
 	for (size_t i = 0; i < d.n; i++) {

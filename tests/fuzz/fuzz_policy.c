@@ -42,25 +42,34 @@ static long xattr(void *arg, const char *name, char *buf, size_t cap)
 }
 
 static char xattrs_a[] = "user.project=apollo\0user.class=hot\0";
-static char xattrs_b[] = "user.project=\0user.big=xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\0";
+/* user.project is empty and user.big is 700 bytes: longer than the 511 the library
+ * matches, so the cut-off path is exercised. Built by xattrs_init. */
+static char xattrs_b[sizeof("user.project=\0user.big=") + 700 + 1];
+
+static void xattrs_init(void)
+{
+	static const char head[] = "user.project=\0user.big=";
+
+	memcpy(xattrs_b, head, sizeof(head) - 1);
+	memset(xattrs_b + sizeof(head) - 1, 'x', 700);
+	/* the rest stays zero: the value's end and the list's */
+}
 
 #define NOW ((int64_t)1780000000) /* 2026-05-28 */
 #define DAY ((int64_t)86400)
 
 static const struct policy_file files[] = {
-	{"office", "reports/2025/q1.xlsx", 2u << 20, NOW - 40 * DAY, NOW - 45 * DAY,
-	 NOW - 45 * DAY, 1000, 100, POLICY_RESIDENT, 0, "london", xattr, xattrs_a},
-	{"office", "~$q1.xlsx", 162, NOW, NOW, NOW, 1000, 100, POLICY_RESIDENT,
-	 POLICY_F_DIRTY, "paris", NULL, NULL},
-	{"eng", "london/build/out.tmp", 5ull << 30, NOW - 400 * DAY, NOW - 400 * DAY,
-	 NOW - 400 * DAY, 0, 50, POLICY_ARCHIVED, POLICY_F_PINNED, "london", xattr,
-	 xattrs_b},
-	{"eng", "shared/tools/bin/gcc", 0, NOW + 1000, NOW + 1000, NOW + 1000, 0, 0,
-	 POLICY_STUB, POLICY_F_NOARCHIVE | POLICY_F_PINNED, "paris", xattr, xattrs_b},
-	{"", "a", UINT64_MAX, INT64_MIN, INT64_MAX, 0, UINT32_MAX, UINT32_MAX, POLICY_STUB,
-	 ~0u, "", xattr, xattrs_a},
-	{"office", "dir/.~lock.file.odt#", 1, 0, 0, 0, 1, 1, POLICY_RESIDENT, 0, "nowhere",
-	 NULL, NULL},
+    {"office", "reports/2025/q1.xlsx", 2u << 20, NOW - 40 * DAY, NOW - 45 * DAY, NOW - 45 * DAY,
+     1000, 100, POLICY_RESIDENT, 0, "london", xattr, xattrs_a},
+    {"office", "~$q1.xlsx", 162, NOW, NOW, NOW, 1000, 100, POLICY_RESIDENT, POLICY_F_DIRTY, "paris",
+     NULL, NULL},
+    {"eng", "london/build/out.tmp", 5ull << 30, NOW - 400 * DAY, NOW - 400 * DAY, NOW - 400 * DAY,
+     0, 50, POLICY_ARCHIVED, POLICY_F_PINNED, "london", xattr, xattrs_b},
+    {"eng", "shared/tools/bin/gcc", 0, NOW + 1000, NOW + 1000, NOW + 1000, 0, 0, POLICY_STUB,
+     POLICY_F_NOARCHIVE | POLICY_F_PINNED, "paris", xattr, xattrs_b},
+    {"", "a", UINT64_MAX, INT64_MIN, INT64_MAX, 0, UINT32_MAX, UINT32_MAX, POLICY_STUB, ~0u, "",
+     xattr, xattrs_a},
+    {"office", "dir/.~lock.file.odt#", 1, 0, 0, 0, 1, 1, POLICY_RESIDENT, 0, "nowhere", NULL, NULL},
 };
 #define NFILES (sizeof files / sizeof files[0])
 
@@ -107,14 +116,16 @@ static void rule_accessors(const struct policy *p, const struct policy_rule *r)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static const struct policy_env envs[] = {
-		{sites, 2, resolve, NULL},
-		{NULL, 0, NULL, NULL},
+	    {sites, 2, resolve, NULL},
+	    {NULL, 0, NULL, NULL},
 	};
 	struct policy_diags d;
 	char buf[1024];
 
-	if (!devnull)
+	if (!devnull) {
 		devnull = fopen("/dev/null", "w");
+		xattrs_init();
+	}
 
 	for (size_t e = 0; e < sizeof envs / sizeof envs[0]; e++) {
 		memset(&d, 0, sizeof d);

@@ -10,6 +10,8 @@
 
 #include <cmocka.h>
 
+#include "tests/unit/slurp.h"
+
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <ftw.h>
@@ -69,27 +71,6 @@ static const char *in(struct fx *f, const char *dir, const char *base)
 {
 	snprintf(f->path, sizeof(f->path), "%s/%s", dir, base);
 	return f->path;
-}
-
-/* The whole file, NUL-terminated; the caller frees it. */
-static char *slurp(const char *path, size_t *len)
-{
-	FILE *fp = fopen(path, "rb");
-	char *buf;
-	long n;
-
-	assert_non_null(fp);
-	assert_int_equal(fseek(fp, 0, SEEK_END), 0);
-	n = ftell(fp);
-	assert_true(n >= 0);
-	rewind(fp);
-	buf = malloc((size_t)n + 1);
-	assert_non_null(buf);
-	assert_int_equal(fread(buf, 1, (size_t)n, fp), (size_t)n);
-	buf[n] = '\0';
-	fclose(fp);
-	*len = (size_t)n;
-	return buf;
 }
 
 static int entries(const char *dir)

@@ -12,6 +12,8 @@
 
 #include <cmocka.h>
 
+#include "tests/unit/slurp.h"
+
 #include "policy/policy.h"
 
 #define DAY 86400
@@ -122,26 +124,6 @@ static int holds_path(const char *cond, const char *path)
 }
 
 /* ---- fixtures ---- */
-
-static char *slurp(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	char *buf;
-	long n;
-
-	assert_non_null(f);
-	assert_int_equal(fseek(f, 0, SEEK_END), 0);
-	n = ftell(f);
-	assert_true(n >= 0);
-	rewind(f);
-	buf = malloc((size_t)n + 1);
-	assert_non_null(buf);
-	assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-	buf[n] = '\0';
-	fclose(f);
-	*len = (size_t)n;
-	return buf;
-}
 
 static const char *fixtures(char *out, size_t cap, const char *sub)
 {

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "hsmd/fan.h"
+#include "hsmd/guard_link.h"
 #include "hsmd/scan.h"
 #include "hsmd/worker.h"
 #include "lib/log.h"
@@ -20,6 +21,8 @@ struct intercept_event {
 	uint64_t mask;
 	int pid;
 	struct hsm_fid fid; /* of the stub being recalled */
+	int from_guard;	    /* handed over by hsmd-guard: answered through it (ref) */
+	struct guard_ref ref;
 	struct intercept_event *next;
 };
 
@@ -49,7 +52,9 @@ static void intercept_answer(struct intercept_event *ev, int err, int watch_done
 	if (!err && watch_done && fan_ignore_inode(h->perm_fd, ev->fd) < 0)
 		log_warn("cannot add ignore mark (pid %d)", ev->pid);
 	intercept_drop_file(ev);
-	if (fan_respond(h->perm_fd, ev->fd, err) < 0)
+	if (ev->from_guard)
+		guard_link_answer(h->guard, &ev->ref, err);
+	else if (fan_respond(h->perm_fd, ev->fd, err) < 0)
 		log_warn("cannot answer fanotify event (pid %d)", ev->pid);
 	if (err)
 		h->ev_denied++;
@@ -146,20 +151,12 @@ static void intercept_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 	for (int round = 0; round < 8; round++) {
 		ssize_t len = read(h->perm_fd, buf, sizeof(buf));
 		struct fanotify_event_metadata *md = (void *)buf;
-		int maxfd = h->shared->max_event_fd;
 
 		if (len < 0) {
 			if (errno != EAGAIN && errno != EINTR)
 				log_warn("reading fanotify events");
 			return;
 		}
-		/* Record the fds first: if this worker dies now, the next one answers them.
-		 * (FAN_EVENT_NEXT consumes its length argument: walk a copy.) */
-		for (ssize_t left = len; FAN_EVENT_OK(md, left); md = FAN_EVENT_NEXT(md, left))
-			if (md->fd > maxfd)
-				maxfd = md->fd;
-		h->shared->max_event_fd = maxfd;
-		md = (void *)buf;
 		for (; FAN_EVENT_OK(md, len); md = FAN_EVENT_NEXT(md, len)) {
 			struct intercept_event *ev;
 
@@ -193,26 +190,34 @@ static void intercept_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 
 void intercept_start(struct hsmd *h)
 {
-	int upto = h->shared->max_event_fd + 4096;
-	int answered = 0;
-
-	/* Events read by a dead worker are still pending in the group, matched by fd
-	 * number; a response for a number with no event is refused harmlessly. */
-	for (int fd = 0; fd <= upto; fd++) {
-		struct fanotify_response r = {.fd = fd, .response = FAN_DENY_ERRNO(EIO)};
-
-		if (write(h->perm_fd, &r, sizeof(r)) == (ssize_t)sizeof(r))
-			answered++;
-	}
-	if (answered)
-		log_warnx("answered %d event(s) left by the previous worker with EIO", answered);
-	h->shared->max_event_fd = 0;
 	h->devnull_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	if (h->devnull_fd < 0)
 		fatal("open /dev/null");
 	ev_io_init(&h->perm_w, intercept_read_cb, h->perm_fd, EV_READ);
 	h->perm_w.data = h;
 	ev_io_start(h->loop, &h->perm_w);
+}
+
+void intercept_forwarded(struct hsmd *h, int fd, uint64_t mask, int pid,
+			 const struct guard_ref *ref)
+{
+	struct intercept_event *ev = calloc(1, sizeof(*ev));
+
+	if (!ev) {
+		guard_link_answer(h->guard, ref, EIO);
+		close(fd);
+		return;
+	}
+	h->ev_perm++;
+	h->ev_from_guard++;
+	ev->h = h;
+	ev->fd = fd;
+	ev->mask = mask;
+	ev->pid = pid;
+	ev->from_guard = 1;
+	ev->ref = *ref;
+	log_info("taking over pid %d's access held by hsmd-guard", pid);
+	intercept_handle(ev);
 }
 
 void intercept_stop(struct hsmd *h)

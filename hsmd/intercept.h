@@ -4,12 +4,20 @@
 #ifndef HSMD_INTERCEPT_H
 #define HSMD_INTERCEPT_H
 
+#include <stdint.h>
+
 #include "lib/hsmxattr.h"
 
 struct hsmd;
+struct guard_ref;
 
-/* Answers, with EIO, the events a dead worker left unanswered, then starts reading. */
+/* Starts reading the group. Events a dead worker left unanswered were answered by the
+ * guard before we attached (guard_proto.h). */
 void intercept_start(struct hsmd *h);
+/* An event hsmd-guard held while no hsmd ran; fd (owned from here on) is a copy of the
+ * event's file, answered through the guard. */
+void intercept_forwarded(struct hsmd *h, int fd, uint64_t mask, int pid,
+			 const struct guard_ref *ref);
 void intercept_stop(struct hsmd *h);
 /* While a fid is being released its events are held, and re-examined when it ends:
  * otherwise an open that slips in before the stub state is written would be allowed

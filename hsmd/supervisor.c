@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -20,6 +19,7 @@
 #include <unistd.h>
 
 #include "hsmd/fan.h"
+#include "hsmd/guard_io.h"
 #include "hsmd/worker.h"
 #include "lib/config.h"
 #include "lib/log.h"
@@ -70,8 +70,11 @@ static int sup_admin_mounts(struct hsm_config *cfg, char admin[][4200])
 		log_warn("cannot make a private mount namespace");
 		return -1;
 	}
-	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
-		log_warn("cannot make mounts private");
+	/* A slave, not private: the host's unmounts still reach this copy, so hsmd does
+	 * not keep every filesystem mounted at its start alive (fsck, disk swaps); our
+	 * own bind mounts do not leak back to the host. */
+	if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0) {
+		log_warn("cannot make the mount namespace a slave of the host's");
 		return -1;
 	}
 	snprintf(dir, sizeof(dir), "%.4000s/admin", cfg->state_dir);
@@ -103,29 +106,66 @@ static int sup_admin_mounts(struct hsm_config *cfg, char admin[][4200])
 	return 0;
 }
 
-static int sup_marks(struct hsm_config *cfg, char admin[][4200], int perm_fd, int notify_fd)
+static int sup_marks(struct hsm_config *cfg, int notify_fd)
 {
 	for (size_t i = 0; i < cfg->nvolumes; i++) {
 		const struct hsm_volume_cfg *v = &cfg->volumes[i];
 
-		if (fan_mark_filesystem(perm_fd, HSM_FAN_PERM_MASK, v->path) < 0) {
-			if (errno == EINVAL || errno == EOPNOTSUPP || errno == ENODEV)
-				log_warnx("volume %s: %s does not support fanotify pre-content "
-					  "events (use ext4, xfs or btrfs): %s",
-					  v->name, v->path, strerror(errno));
-			else
-				log_warn("volume %s: cannot watch %s", v->name, v->path);
-			return -1;
-		}
-		if (fan_ignore_mount(perm_fd, admin[i]) < 0) {
-			log_warn("volume %s: cannot exempt the admin mount %s", v->name, admin[i]);
-			return -1;
-		}
 		if (fan_mark_filesystem(notify_fd, HSM_FAN_NOTIFY_MASK, v->path) < 0) {
 			log_warn("volume %s: cannot watch %s for changes", v->name, v->path);
 			return -1;
 		}
 	}
+	return 0;
+}
+
+/* guard = auto: hsmd starts hsmd-guard (the one beside our own binary) when none holds
+ * the guard lock. It daemonizes once its marks are in place, so when this returns 0
+ * the volumes are guarded. */
+static int sup_ensure_guard(struct hsm_config *cfg)
+{
+	char self[4096], prog[4200];
+	int pid, status;
+	ssize_t n;
+	pid_t child;
+
+	if (cfg->guard_mode != HSM_GUARD_AUTO || guard_running(cfg->guard_socket, &pid) != 0)
+		return 0;
+	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (n < 0) {
+		log_warn("cannot find our own binary to start hsmd-guard beside it");
+		return -1;
+	}
+	self[n] = '\0';
+	{
+		char *slash = strrchr(self, '/');
+
+		if (slash)
+			*slash = '\0';
+	}
+	snprintf(prog, sizeof(prog), "%s/hsmd-guard", self);
+	child = fork();
+	if (child < 0) {
+		log_warn("cannot start %s", prog);
+		return -1;
+	}
+	if (child == 0) {
+		sigset_t none;
+
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		execl(prog, "hsmd-guard", "-c", cfg->file, (char *)NULL);
+		fprintf(stderr, "hsmd: cannot run %s: %s\n", prog, strerror(errno));
+		_exit(127);
+	}
+	while (waitpid(child, &status, 0) < 0 && errno == EINTR)
+		;
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		log_warnx("%s did not start (status %d); see its log", prog, status);
+		return -1;
+	}
+	guard_running(cfg->guard_socket, &pid);
+	log_info("started hsmd-guard (pid %d)", pid);
 	return 0;
 }
 
@@ -194,7 +234,6 @@ static pid_t sup_spawn(struct worker_args *wa, const sigset_t *oldmask)
 			_exit(1);
 		_exit(worker_main(wa));
 	}
-	wa->shared->generation++;
 	log_info("worker %d started", (int)pid);
 	return pid;
 }
@@ -225,29 +264,6 @@ static int sup_wait_worker(pid_t worker)
 	return 0;
 }
 
-/* On the way out: the kernel lets every still-pending permission event through when
- * the group closes, which for a stub means zeros. Deny them instead: the ones a worker
- * read and left (matched by fd number) and the ones still queued. */
-static void sup_deny_pending(struct worker_args *wa)
-{
-	static uint64_t buf[4096];
-	int upto = wa->shared->max_event_fd + 4096;
-	ssize_t len;
-
-	for (int fd = 0; fd <= upto; fd++)
-		fan_respond(wa->perm_fd, fd, EIO);
-	while ((len = read(wa->perm_fd, buf, sizeof(buf))) > 0) {
-		struct fanotify_event_metadata *md = (void *)buf;
-
-		for (; FAN_EVENT_OK(md, len); md = FAN_EVENT_NEXT(md, len)) {
-			if (md->fd < 0)
-				continue;
-			fan_respond(wa->perm_fd, md->fd, EIO);
-			close(md->fd);
-		}
-	}
-}
-
 int supervisor_run(struct hsm_config *cfg)
 {
 	char(*admin)[4200] = calloc(cfg->nvolumes, 4200);
@@ -265,31 +281,18 @@ int supervisor_run(struct hsm_config *cfg)
 		log_warn("cannot create the state directory %s", cfg->state_dir);
 		goto out;
 	}
-	wa.perm_fd = fan_perm_init();
-	if (wa.perm_fd < 0) {
-		if (errno == EINVAL)
-			log_warnx("this kernel has no fanotify pre-content events "
-				  "(Linux >= 6.14 is needed)");
-		else
-			log_warn("fanotify_init (pre-content)");
+	if (sup_ensure_guard(cfg) < 0)
 		goto out;
-	}
 	wa.notify_fd = fan_notify_init();
 	if (wa.notify_fd < 0) {
 		log_warn("fanotify_init (notification)");
 		goto out;
 	}
-	if (sup_admin_mounts(cfg, admin) < 0 || sup_marks(cfg, admin, wa.perm_fd, wa.notify_fd) < 0)
+	if (sup_admin_mounts(cfg, admin) < 0 || sup_marks(cfg, wa.notify_fd) < 0)
 		goto out;
 	wa.ctl_fd = sup_socket(cfg);
 	if (wa.ctl_fd < 0)
 		goto out;
-	wa.shared = mmap(NULL, sizeof(*wa.shared), PROT_READ | PROT_WRITE,
-			 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	if (wa.shared == MAP_FAILED) {
-		log_warn("mmap");
-		goto out;
-	}
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGCHLD);
 	sigaddset(&mask, SIGTERM);
@@ -304,11 +307,14 @@ int supervisor_run(struct hsm_config *cfg)
 		struct timespec ts;
 		int sig;
 
+		/* A guard that died while we run is started again before the worker could
+		 * die too: only both gone at once fails open. */
+		sup_ensure_guard(cfg);
 		if (worker < 0) {
 			worker = sup_spawn(&wa, &oldmask);
 			started = sup_now();
 		}
-		ts.tv_sec = worker < 0 ? 1 : 3600;
+		ts.tv_sec = 1;
 		ts.tv_nsec = 0;
 		sig = sigtimedwait(&mask, &si, &ts);
 		if (sig < 0)
@@ -319,7 +325,6 @@ int supervisor_run(struct hsm_config *cfg)
 				kill(worker, SIGTERM);
 				sup_wait_worker(worker);
 			}
-			sup_deny_pending(&wa);
 			rc = 0;
 			break;
 		}

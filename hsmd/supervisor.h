@@ -1,18 +1,12 @@
-/* The supervisor: the small process that owns the fanotify groups, the admin mounts and
- * the control socket, and keeps one worker running. Readers of stubs block while no
- * worker runs instead of reading zeros, because the groups outlive every worker. */
+/* The supervisor: the small process that owns the admin mounts, the notification group
+ * and the control socket, keeps one worker running and, with guard = auto, an
+ * hsmd-guard. The pre-content group is the guard's (it outlives every hsmd process);
+ * the split into supervisor and worker buys a restart of a crashed worker within
+ * 0.1 s without a service manager, with the control socket and the admin mounts kept. */
 #ifndef HSMD_SUPERVISOR_H
 #define HSMD_SUPERVISOR_H
 
 struct hsm_config;
-
-/* Shared with the worker through an anonymous shared mapping made before fork. */
-struct sup_shared {
-	/* Highest fanotify event fd number a worker has been handed; the next worker
-	 * answers everything up to it (plus a margin) with EIO. */
-	volatile int max_event_fd;
-	volatile unsigned generation;
-};
 
 /* Runs until SIGTERM/SIGINT; returns the process exit status. */
 int supervisor_run(struct hsm_config *cfg);

@@ -11,6 +11,8 @@
 
 #include "hsmd/catalog.h"
 #include "hsmd/control.h"
+#include "hsmd/fan.h"
+#include "hsmd/guard_link.h"
 #include "hsmd/intercept.h"
 #include "hsmd/notify.h"
 #include "hsmd/nsync.h"
@@ -45,12 +47,55 @@ struct hsmd_vol *hsmd_vol_by_dev(struct hsmd *h, dev_t dev)
 	return NULL;
 }
 
+/* Stopping: no new events are read (the kernel queues them, and hsmd-guard holds them
+ * until the next hsmd); recalls in flight get up to 8 s to finish and answer. */
+static void worker_drain_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct hsmd *h = w->data;
+
+	(void)revents;
+	if (recall_active(&h->mv) && ++h->drain_ticks < 80)
+		return;
+	if (recall_active(&h->mv))
+		log_warnx("stopping with %u recall(s) unfinished; their readers get EIO",
+			  recall_active(&h->mv));
+	ev_timer_stop(loop, w);
+	ev_break(loop, EVBREAK_ALL);
+}
+
 static void worker_stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
-	(void)w;
+	struct hsmd *h = w->data;
+
 	(void)revents;
+	if (ev_is_active(&h->drain_w))
+		return;
 	log_info("worker stopping");
-	ev_break(loop, EVBREAK_ALL);
+	intercept_stop(h);
+	ev_timer_init(&h->drain_w, worker_drain_cb, 0, 0.1);
+	h->drain_w.data = h;
+	ev_timer_again(loop, &h->drain_w);
+}
+
+/* The group is the guard's: add what this hsmd needs. The volumes' marks are there
+ * already when the guard made them; adding them again changes nothing, and covers a
+ * volume added since. The admin mounts are new with every hsmd (its own namespace). */
+static int worker_marks(struct hsmd *h)
+{
+	for (size_t i = 0; i < h->nvols; i++) {
+		const struct hsmd_vol *v = &h->vols[i];
+
+		if (fan_mark_filesystem(h->perm_fd, HSM_FAN_PERM_MASK, v->cfg->path) < 0) {
+			log_warn("volume %s: cannot watch %s", v->cfg->name, v->cfg->path);
+			return -1;
+		}
+		if (fan_ignore_mount(h->perm_fd, v->admin) < 0) {
+			log_warn("volume %s: cannot exempt the admin mount %s", v->cfg->name,
+				 v->admin);
+			return -1;
+		}
+	}
+	return 0;
 }
 
 /* SIGHUP reloads the policy (the rest of the configuration is read at start). */
@@ -128,8 +173,7 @@ int worker_main(struct worker_args *wa)
 
 	memset(&h, 0, sizeof(h));
 	h.cfg = wa->cfg;
-	h.shared = wa->shared;
-	h.perm_fd = wa->perm_fd;
+	h.perm_fd = -1;
 	h.notify_fd = wa->notify_fd;
 	h.started = time(NULL);
 	signal(SIGPIPE, SIG_IGN);
@@ -148,6 +192,13 @@ int worker_main(struct worker_args *wa)
 		goto out;
 	}
 	if (worker_open_volumes(&h, wa) < 0)
+		goto out;
+	h.guard = guard_link_open(&h, err, sizeof(err));
+	if (!h.guard) {
+		log_warnx("%s", err);
+		goto out;
+	}
+	if (worker_marks(&h) < 0)
 		goto out;
 	snprintf(dir, sizeof(dir), "%.4000s/catalog", h.cfg->state_dir);
 	h.cat = worker_open_catalog(dir);
@@ -204,6 +255,8 @@ int worker_main(struct worker_args *wa)
 	ev_signal_init(&h.int_w, worker_stop_cb, SIGINT);
 	ev_signal_init(&h.hup_w, worker_hup_cb, SIGHUP);
 	h.hup_w.data = &h;
+	h.term_w.data = &h;
+	h.int_w.data = &h;
 	ev_signal_start(h.loop, &h.term_w);
 	ev_signal_start(h.loop, &h.int_w);
 	ev_signal_start(h.loop, &h.hup_w);
@@ -229,6 +282,7 @@ out:
 	}
 	if (h.ctl)
 		control_stop(h.ctl);
+	guard_link_free(h.guard);
 	policy_engine_free(h.pe);
 	h.pe = NULL;
 	nsync_free(h.ns);

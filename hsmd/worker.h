@@ -14,6 +14,7 @@ struct hsm_config;
 struct hsm_volume_cfg;
 struct catalog;
 struct control;
+struct guard_link;
 struct intercept_defer;
 struct nsync;
 struct peer_server;
@@ -21,10 +22,8 @@ struct peers;
 
 struct worker_args {
 	struct hsm_config *cfg;
-	int perm_fd;   /* pre-content group, owned by the supervisor */
 	int notify_fd; /* notification group, owned by the supervisor */
 	int ctl_fd;    /* listening control socket, owned by the supervisor */
-	struct sup_shared *shared;
 	char (*admin)[4200]; /* admin mount path of each volume */
 };
 
@@ -38,7 +37,7 @@ struct hsmd_vol {
 struct hsmd {
 	struct ev_loop *loop;
 	struct hsm_config *cfg;
-	struct sup_shared *shared;
+	struct guard_link *guard; /* our attachment to hsmd-guard, which lent us perm_fd */
 	struct pool *pool;
 	struct store *store;
 	struct catalog *cat;
@@ -47,6 +46,8 @@ struct hsmd {
 	int devnull_fd; /* stands in for event files answered later */
 	ev_io perm_w, notify_w;
 	ev_signal term_w, int_w, hup_w;
+	ev_timer drain_w; /* stopping: waits for recalls in flight */
+	int drain_ticks;
 	struct hsmd_vol *vols;
 	size_t nvols;
 	struct intercept_defer *releasing; /* fids being released, with held events */
@@ -60,6 +61,7 @@ struct hsmd {
 	time_t started;
 	int scanning;
 	uint64_t ev_perm, ev_allowed, ev_denied, ev_notify;
+	uint64_t ev_from_guard; /* events hsmd-guard held for us while no hsmd ran */
 };
 
 int worker_main(struct worker_args *wa);

@@ -33,6 +33,7 @@
 
 #define CFG_DEFAULT_STATE_DIR "/var/lib/hsmd"
 #define CFG_DEFAULT_SOCKET    "/run/hsmd/hsmd.sock"
+#define CFG_GUARD_SUFFIX      ".guard" /* guard_socket defaults to socket + this */
 #define CFG_DEFAULT_GROUP     "hsm"
 #define CFG_DEFAULT_REGION    "us-east-1"
 
@@ -58,7 +59,7 @@ struct cfg_key {
 	int flags;
 };
 
-#define CFG_NKEYS 31
+#define CFG_NKEYS 34
 
 struct cfg_volmeta {
 	int line;
@@ -796,6 +797,22 @@ static int cfg_set_recall(struct cfg_parser *p, const struct cfg_key *k, void *f
 	return 0;
 }
 
+static int cfg_set_guard(struct cfg_parser *p, const struct cfg_key *k, void *field, const char *v)
+{
+	char shown[CFG_SHOW_BUF];
+
+	if (strcmp(v, "auto") == 0) {
+		*(int *)field = HSM_GUARD_AUTO;
+	} else if (strcmp(v, "external") == 0) {
+		*(int *)field = HSM_GUARD_EXTERNAL;
+	} else {
+		cfg_fail(p, p->line, "bad %s \"%s\": expected auto or external", k->name,
+			 cfg_show(v, shown));
+		return -1;
+	}
+	return 0;
+}
+
 static int cfg_set_priority(struct cfg_parser *p, const struct cfg_key *k, void *field,
 			    const char *v)
 {
@@ -1102,6 +1119,9 @@ static const struct cfg_key cfg_keys[CFG_NKEYS] = {
     {SEC_SITE, "peer_timeout", cfg_set_seconds, CFG_C(peer_timeout), 1, 3600, 0, 0},
     {SEC_SITE, "policy", cfg_set_path, CFG_C(policy_file), 0, PATH_MAX - 1, 0, 0},
     {SEC_SITE, "policy_jobs", cfg_set_int, CFG_C(policy_jobs), 1, 64, 0, 0},
+    {SEC_SITE, "guard", cfg_set_guard, CFG_C(guard_mode), 0, 0, 0, 0},
+    {SEC_SITE, "guard_socket", cfg_set_path, CFG_C(guard_socket), 0, CFG_SOCKET_MAX - 5, 0, 0},
+    {SEC_SITE, "guard_hold", cfg_set_seconds, CFG_C(guard_hold), 0, 3600, 0, 0},
     {SEC_PEER, "url", cfg_set_peer_url, CFG_P(url), 0, 0, 0, 0},
     {SEC_PEER, "cost", cfg_set_int, CFG_P(cost), 0, 1000000, 0, 0},
     {SEC_PEER, "priority", cfg_set_priority, CFG_P(priority), 0, 0, 0, 0},
@@ -1397,6 +1417,22 @@ static int cfg_finish_site(struct cfg_parser *p)
 	    cfg_default_string(p, &cfg->socket_path, CFG_DEFAULT_SOCKET) < 0 ||
 	    cfg_default_string(p, &cfg->socket_group, CFG_DEFAULT_GROUP) < 0)
 		return -1;
+	/* One guard per hsmd: derived from the control socket, so two sites on one host
+	 * (or one test per directory) never share one by accident. */
+	if (!cfg->guard_socket) {
+		if (strlen(cfg->socket_path) + strlen(CFG_GUARD_SUFFIX) > CFG_SOCKET_MAX - 5) {
+			cfg_fail(p, cfg_end_line(p),
+				 "socket %s is too long to name the guard's socket after it: set "
+				 "guard_socket",
+				 cfg->socket_path);
+			return -1;
+		}
+		cfg->guard_socket = cfg_strdup_join(cfg->socket_path, CFG_GUARD_SUFFIX, "");
+		if (!cfg->guard_socket)
+			return cfg_oom(p);
+	}
+	if (cfg->guard_hold <= 0)
+		cfg->guard_hold = 30;
 	return 0;
 }
 
@@ -1778,6 +1814,7 @@ void config_free(struct hsm_config *cfg)
 	free(cfg->state_dir);
 	free(cfg->socket_path);
 	free(cfg->socket_group);
+	free(cfg->guard_socket);
 	free(st->url);
 	free(st->file_root);
 	free(st->bucket);

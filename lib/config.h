@@ -73,6 +73,9 @@ struct hsm_volume_cfg {
 	int *peers;	  /* indexes into hsm_config.peers */
 };
 
+/* Who starts hsmd-guard: hsmd itself when none runs, or a service manager. */
+enum hsm_guard_mode { HSM_GUARD_AUTO = 0, HSM_GUARD_EXTERNAL = 1 };
+
 struct hsm_config {
 	char *file;			   /* the path it was loaded from */
 	char *site;			   /* required */
@@ -87,6 +90,9 @@ struct hsm_config {
 	double peer_timeout;		   /* seconds without progress; default 10 */
 	char *policy_file;		   /* NULL = no policy */
 	int policy_jobs;		   /* 0 = default 4 */
+	int guard_mode;			   /* enum hsm_guard_mode, default auto */
+	char *guard_socket;		   /* hsmd-guard's socket, default socket + ".guard" */
+	double guard_hold;		   /* seconds the guard holds a stub's reader; default 30 */
 	size_t npeers;
 	struct hsm_peer_cfg *peers;
 	size_t nvolumes; /* at least one */

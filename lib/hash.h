@@ -1,19 +1,14 @@
-/* sha256 and hex helpers (OpenSSL EVP underneath). */
+/* sha256 (OpenSSL EVP underneath); the hex helpers come along from lib/hex.h. */
 #ifndef HSM_HASH_H
 #define HSM_HASH_H
 
 #include <stddef.h>
 #include <stdint.h>
 
+#include "lib/hex.h"
+
 #define HSM_SHA256_LEN 32
 #define HSM_SHA256_HEX 65 /* 64 hex digits + NUL */
 
 void sha256_buf(const void *data, size_t len, uint8_t out[HSM_SHA256_LEN]);
-/* Writes 2*len lowercase hex digits and a NUL into out (2*len+1 bytes). */
-void hex_encode(const uint8_t *in, size_t len, char *out);
-/* Decodes the first 2*outlen characters of in, which must all be hex digits (any
- * case); what follows them is not looked at. Returns 0, or -1 on a non-hex digit
- * (a NUL inside counts as one, so a short string fails safely). */
-int hex_decode(const char *in, uint8_t *out, size_t outlen);
-
 #endif

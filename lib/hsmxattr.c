@@ -18,7 +18,7 @@
 #include <string.h>
 #include <sys/random.h>
 
-#include "lib/hash.h"
+#include "lib/hex.h"
 
 #define HSMX_NSEC_MAX 999999999u
 

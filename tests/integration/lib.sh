@@ -393,6 +393,28 @@ wait_scan() {
 	return 1
 }
 
+# guard_pid [CONF-SOCKET]: the pid of the hsmd-guard of a control socket (default this
+# script's daemon), from its lock file; empty when none runs.
+guard_pid() {
+	local lock="${1:-$HSMD_SOCK}.guard.lock" pid
+	[ -s "$lock" ] || return 0
+	pid=$(head -n1 -- "$lock" 2>/dev/null)
+	[ -n "$pid" ] && [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = hsmd-guard ] && echo "$pid"
+	return 0
+}
+
+# guards_kill: SIGKILL of every hsmd-guard whose lock file lies in $T (each hsmd of a
+# script starts its own, named after its control socket).
+guards_kill() {
+	local lock pid
+	[ -n "$T" ] && [ -d "$T" ] || return 0
+	while IFS= read -r lock; do
+		pid=$(guard_pid "${lock%.guard.lock}")
+		[ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null
+	done < <(find "$T" -maxdepth 3 -name '*.guard.lock' 2>/dev/null)
+	return 0
+}
+
 worker_pid() {
 	[ -n "$HSMD_PID" ] || return 0
 	pgrep -P "$HSMD_PID" 2>/dev/null | head -n 1
@@ -680,6 +702,8 @@ cleanup() {
 	for p in "${IT_PIDS[@]}" $(jobs -p); do
 		kill -KILL "$p" 2>/dev/null
 	done
+	# Guards last: while one runs, readers of stubs wait instead of reading zeros.
+	guards_kill
 	if declare -F moto_stop >/dev/null && [ -n "${MOTO_PID:-}" ]; then
 		moto_stop >/dev/null 2>&1
 	fi

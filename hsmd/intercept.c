@@ -65,7 +65,7 @@ static void intercept_answer(struct intercept_event *ev, int err, int watch_done
 }
 
 static void intercept_recalled(void *arg, int err, const char *msg, uint64_t bytes,
-			       const struct timespec *ctime)
+			       const struct hsm_state *st, const struct timespec *ctime)
 {
 	struct intercept_event *ev = arg;
 
@@ -73,7 +73,7 @@ static void intercept_recalled(void *arg, int err, const char *msg, uint64_t byt
 	if (err)
 		log_warnx("denying access of pid %d to a stub: %s", ev->pid, msg ? msg : "");
 	else
-		scan_note_recalled(ev->h, &ev->fid, ctime);
+		scan_note_recalled(ev->h, st, ctime);
 	/* Any failure is EIO to the reader: never zeros, never a partial file. The
 	 * recall has added the ignore mark itself (settle). */
 	intercept_answer(ev, err ? EIO : 0, 0);

@@ -231,7 +231,7 @@ static void ops_released(void *arg, int err, const char *msg, const struct relea
 /* ---- recall ---- */
 
 static void ops_recalled(void *arg, int err, const char *msg, uint64_t bytes,
-			 const struct timespec *ctime)
+			 const struct hsm_state *st, const struct timespec *ctime)
 {
 	struct archive_item *ai = arg;
 	struct item *it = ai->it;
@@ -240,8 +240,10 @@ static void ops_recalled(void *arg, int err, const char *msg, uint64_t bytes,
 	if (err) {
 		o = ops_item_obj(it->path, 0, msg);
 	} else {
-		it->st.state = HSM_STATE_ARCHIVED;
-		ops_note_fd(it, ai->fd, ctime, CAT_J_STATE);
+		/* What the recall wrote, not a guess: from a peer it may be resident. */
+		it->st = *st;
+		ops_note_fd(it, ai->fd, st->state == HSM_STATE_ARCHIVED ? ctime : NULL,
+			    CAT_J_STATE);
 		o = ops_item_obj(it->path, 1, NULL);
 		json_object_object_add(o, "bytes", json_object_new_int64((int64_t)bytes));
 	}

@@ -114,20 +114,26 @@ void scan_note(struct hsmd *h, struct hsmd_vol *v, const char *rel, const struct
 		log_warnx("catalog: %s: %s", rel, err);
 }
 
-void scan_note_recalled(struct hsmd *h, const struct hsm_fid *fid, const struct timespec *ctime)
+void scan_note_recalled(struct hsmd *h, const struct hsm_state *st, const struct timespec *ctime)
 {
 	struct cat_record rec;
 	char err[512];
-	int r = catalog_get(h->cat, fid, &rec, err, sizeof(err));
+	int r = catalog_get(h->cat, &st->fid, &rec, err, sizeof(err));
+	int archived = st->state == HSM_STATE_ARCHIVED;
 
 	if (r != 0) {
 		if (r < 0)
 			log_warnx("catalog: %s", err);
 		return;
 	}
-	rec.state = HSM_STATE_ARCHIVED;
-	rec.archived_ctime_sec = ctime ? ctime->tv_sec : 0;
-	rec.archived_ctime_nsec = ctime ? (uint32_t)ctime->tv_nsec : 0;
+	/* The xattr the recall wrote is the truth: a copy from a peer of a version the
+	 * store never got is resident, and counting it archived would tell the admin a
+	 * copy exists that does not. */
+	rec.state = st->state;
+	rec.flags = st->flags;
+	rec.archived_version = st->archived_version;
+	rec.archived_ctime_sec = archived && ctime ? ctime->tv_sec : 0;
+	rec.archived_ctime_nsec = archived && ctime ? (uint32_t)ctime->tv_nsec : 0;
 	if (catalog_put(h->cat, &rec, CAT_J_STATE, err, sizeof(err)) < 0)
 		log_warnx("catalog: %s: %s", rec.path, err);
 	cat_record_clear(&rec);

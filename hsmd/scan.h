@@ -21,9 +21,11 @@ int scan_adopt(int fd, const char *site, struct hsm_state *st, char *err, size_t
  * what the catalog had. op: a cat_journal_op or 0. Logs failures. */
 void scan_note(struct hsmd *h, struct hsmd_vol *v, const char *rel, const struct stat *sb,
 	       const struct hsm_state *st, const struct timespec *archived_ctime, int op);
-/* A stub of fid was recalled by a reader (no path at hand): mark its catalog record
- * archived, with the ctime a later release can trust (NULL: unknown). */
-void scan_note_recalled(struct hsmd *h, const struct hsm_fid *fid, const struct timespec *ctime);
+/* A stub was recalled by a reader (no path at hand): st is the state record the recall
+ * wrote. Its catalog record takes st's state (archived or resident: whatever the
+ * recall proved, never assumed) and, when archived, the ctime a later release can
+ * trust (NULL: unknown). */
+void scan_note_recalled(struct hsmd *h, const struct hsm_state *st, const struct timespec *ctime);
 /* Walks every volume on the pool, adopting and cataloguing what it finds. */
 void scan_start(struct hsmd *h);
 

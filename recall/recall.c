@@ -111,6 +111,7 @@ static void recall_finish(struct recall_job *job)
 	for (w = job->waiters; w; w = next) {
 		next = w->next;
 		w->cb(w->arg, job->e.err, job->e.err ? job->e.msg : NULL, job->bytes,
+		      job->e.err ? NULL : &job->st,
 		      job->e.err || !job->ctime.tv_sec ? NULL : &job->ctime);
 		free(w);
 	}

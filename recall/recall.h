@@ -85,11 +85,15 @@ struct mover {
 	uint64_t releases_done, releases_failed, bytes_released;
 };
 
-/* err 0 = the file is resident and verified; else a positive errno and msg. bytes is
- * what this recall wrote (the whole file); ctime is the file's ctime once its state was
- * written (a release that finds it unchanged need not re-hash), NULL on error. */
+/* err 0 = the file's data is here and verified; else a positive errno and msg. bytes
+ * is what this recall wrote (the whole file). st is the state record as the recall
+ * wrote it, NULL on error: its state is archived only when the content is a version
+ * the store holds verified, else resident (a peer's copy of a never-archived
+ * version), so callers record st->state and never assume one. ctime is the file's
+ * ctime once its state was written (a release that finds it unchanged need not
+ * re-hash), NULL on error. */
 typedef void (*recall_done_cb)(void *arg, int err, const char *msg, uint64_t bytes,
-			       const struct timespec *ctime);
+			       const struct hsm_state *st, const struct timespec *ctime);
 
 /* Recalls the stub described by st (its xattr, read by the caller) into data_fd, an
  * O_RDWR descriptor of the file that is never watched (a fanotify event fd or one

@@ -175,7 +175,7 @@ static void ops_note_fd(struct item *it, int fd, const struct timespec *actime, 
 
 struct archive_item {
 	struct item *it;
-	int fd; /* a second descriptor, for the catalog note */
+	int fd; /* a second descriptor, for the catalog note; -1 for release */
 };
 
 static void ops_archived(void *arg, int err, const char *msg, const struct archive_result *res)
@@ -216,14 +216,14 @@ static void ops_released(void *arg, int err, const char *msg, const struct relea
 		o = ops_item_obj(it->path, 0, msg);
 	} else {
 		it->st = res->st;
-		ops_note_fd(it, ai->fd, NULL, CAT_J_STATE);
+		if (res->sb.st_ino)
+			scan_note(it->b->h, it->vol, it->rel, &res->sb, &it->st, NULL, CAT_J_STATE);
 		o = ops_item_obj(it->path, 1, NULL);
 		json_object_object_add(o, "freed", json_object_new_int64((int64_t)res->freed));
 		json_object_object_add(o, "rehashed", json_object_new_boolean(res->rehashed));
 		log_info("released %s/%s (%llu bytes freed)", it->vol->cfg->path, it->rel,
 			 (unsigned long long)res->freed);
 	}
-	close(ai->fd);
 	free(ai);
 	item_async_end(it, o, !err);
 }
@@ -252,6 +252,43 @@ static void ops_recalled(void *arg, int err, const char *msg, uint64_t bytes,
 	item_async_end(it, o, !err);
 }
 
+/* A release of another name of the same inode (a hard link) is in flight: this one
+ * joins it without opening the file, since an open would find the lease held (EAGAIN)
+ * and break it. 1 if joined (a callback will finish the item), else 0. */
+static int ops_release_join(struct batch *b, const char *path, struct hsmd_vol *vol,
+			    const char *rel)
+{
+	struct archive_item *ai;
+	struct item *it;
+	struct stat sb;
+	int pfd = path_open_beneath(vol->root_fd, rel, O_PATH, 0);
+
+	if (pfd < 0)
+		return 0; /* the real open reports why */
+	if (fstat(pfd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
+		close(pfd);
+		return 0;
+	}
+	close(pfd);
+	it = calloc(1, sizeof(*it));
+	ai = calloc(1, sizeof(*ai));
+	if (!it || !ai)
+		fatalx("out of memory");
+	it->b = b;
+	it->path = path;
+	it->vol = vol;
+	it->rel = rel;
+	ai->it = it;
+	ai->fd = -1;
+	if (!release_join(&b->h->mv, sb.st_dev, sb.st_ino, ops_released, ai, &it->st)) {
+		free(ai);
+		free(it);
+		return 0;
+	}
+	b->active++;
+	return 1;
+}
+
 /* Starts one path. Returns 1 when it finished at once (its line is sent), 0 when a
  * callback will finish it. */
 static int item_start(struct batch *b, const char *path, size_t len)
@@ -274,6 +311,8 @@ static int item_start(struct batch *b, const char *path, size_t len)
 		batch_fail(b, path, "not inside any hsm volume");
 		return 1;
 	}
+	if (b->verb == V_RELEASE && ops_release_join(b, path, vol, rel))
+		return 0;
 	fd = path_open_beneath(vol->root_fd, rel, b->open_flags | O_NONBLOCK, 0);
 	if (fd < 0) {
 		batch_fail(b, path, "%s", errno == ELOOP ? "is a symbolic link" : strerror(errno));
@@ -360,8 +399,9 @@ static int item_start(struct batch *b, const char *path, size_t len)
 	if (!ai)
 		fatalx("out of memory");
 	ai->it = it;
-	ai->fd = dup(fd);
-	if (ai->fd < 0) {
+	/* Release keeps no second descriptor: the note uses the release's own fstat. */
+	ai->fd = -1;
+	if (b->verb != V_RELEASE && (ai->fd = dup(fd)) < 0) {
 		batch_fail(b, path, "dup: %s", strerror(errno));
 		free(ai);
 		goto sync_done;

@@ -15,13 +15,21 @@
 #include "lib/pool.h"
 #include "recall/store.h"
 
-struct archive_job {
-	struct mover *mv;
-	int fd; /* owned */
-	struct hsm_state st;
+struct archive_waiter {
 	archive_done_cb cb;
 	void *arg;
-	struct stat before; /* the file when we started reading */
+	struct archive_waiter *next;
+};
+
+struct archive_job {
+	struct mover *mv;
+	struct archive_job *next; /* in mv->archives */
+	dev_t dev;		  /* the inode, for joining; 0/0 joins nothing */
+	ino_t ino;
+	int fd; /* owned */
+	struct hsm_state st;
+	struct archive_waiter *waiters; /* the first asker and those who joined */
+	struct stat before;		/* the file when we started reading */
 	struct hsm_manifest m;
 	int have_manifest;
 	char *mtext; /* serialized manifest, owned */
@@ -49,6 +57,13 @@ static void archive_pump(struct archive_job *job);
 static void archive_finish(struct archive_job *job)
 {
 	struct mover *mv = job->mv;
+	struct archive_waiter *w, *next;
+	struct archive_job **pp = &mv->archives;
+
+	while (*pp && *pp != job)
+		pp = &(*pp)->next;
+	if (*pp)
+		*pp = job->next;
 
 	if (job->e.err) {
 		mv->archives_failed++;
@@ -58,8 +73,12 @@ static void archive_finish(struct archive_job *job)
 			mv->bytes_archived += job->res.bytes;
 		mv->chunks_uploaded += job->res.uploaded;
 	}
-	job->cb(job->arg, job->e.err, job->e.err ? job->e.msg : NULL,
-		job->e.err ? NULL : &job->res);
+	for (w = job->waiters; w; w = next) {
+		next = w->next;
+		w->cb(w->arg, job->e.err, job->e.err ? job->e.msg : NULL,
+		      job->e.err ? NULL : &job->res);
+		free(w);
+	}
 	close(job->fd);
 	if (job->have_manifest)
 		manifest_free(&job->m);
@@ -325,15 +344,36 @@ static void archive_start_work(void *arg)
 void archive_file(struct mover *mv, int fd, const struct hsm_state *st, archive_done_cb cb,
 		  void *arg)
 {
-	struct archive_job *job = calloc(1, sizeof(*job));
+	struct archive_waiter *w = calloc(1, sizeof(*w));
+	struct archive_job *job;
+	struct stat sb;
 
+	if (!w)
+		fatal("archive: out of memory");
+	w->cb = cb;
+	w->arg = arg;
+	if (fstat(fd, &sb) < 0)
+		memset(&sb, 0, sizeof(sb));
+	for (job = sb.st_ino ? mv->archives : NULL; job; job = job->next) {
+		if (job->dev == sb.st_dev && job->ino == sb.st_ino) {
+			/* Another name of the same inode: its archive is this one's. */
+			close(fd);
+			w->next = job->waiters;
+			job->waiters = w;
+			return;
+		}
+	}
+	job = calloc(1, sizeof(*job));
 	if (!job)
 		fatal("archive: out of memory");
 	job->mv = mv;
 	job->fd = fd;
 	job->st = *st;
-	job->cb = cb;
-	job->arg = arg;
+	job->waiters = w;
+	job->dev = sb.st_dev;
+	job->ino = sb.st_ino;
+	job->next = mv->archives;
+	mv->archives = job;
 	if (st->state == HSM_STATE_STUB)
 		archive_fail(job, EINVAL, "is a stub (recall it first)");
 	else if (st->flags & HSM_FLAG_NOARCHIVE)

@@ -18,6 +18,8 @@ struct ev_loop;
 struct pool;
 struct store;
 struct recall_job;
+struct archive_job;
+struct release_job;
 struct peer_client;
 
 enum recall_source_kind {
@@ -61,6 +63,12 @@ struct mover {
 	uint32_t chunk_size;
 	unsigned window;	    /* chunks in flight per file */
 	struct recall_job *recalls; /* in flight, a list keyed by fid */
+	/* In flight, keyed by inode: hard links are one file, so an archive or release
+	 * asked through a second name joins the one running (two would race: the xattr
+	 * one writes makes the other see a change; each one's descriptor makes the other's
+	 * write lease fail). */
+	struct archive_job *archives;
+	struct release_job *releases;
 	/* sha256 of a chunk of zero_len zero bytes: such chunks are never fetched, their
 	 * range is left a hole (recall keeps sparse files sparse). */
 	uint8_t zero_sha[32];

@@ -19,13 +19,21 @@
 /* Recall-on-access stubs keep their first page so SEEK_DATA walkers read it. */
 #define RELEASE_KEEP_ON_ACCESS 4096
 
+struct release_waiter {
+	release_done_cb cb;
+	void *arg;
+	struct release_waiter *next;
+};
+
 struct release_job {
 	struct mover *mv;
+	struct release_job *next; /* in mv->releases */
+	dev_t dev;		  /* the inode, for joining; 0/0 joins nothing */
+	ino_t ino;
 	int fd; /* owned */
 	struct hsm_state st;
 	struct timespec archived_ctime;
-	release_done_cb cb;
-	void *arg;
+	struct release_waiter *waiters; /* the first asker and those who joined */
 	struct hsm_manifest m;
 	int have_manifest;
 	struct mover_error e; /* the first error */
@@ -38,15 +46,25 @@ static void release_done(void *arg)
 {
 	struct release_job *job = arg;
 	struct mover *mv = job->mv;
+	struct release_waiter *w, *next;
+	struct release_job **pp = &mv->releases;
 
+	while (*pp && *pp != job)
+		pp = &(*pp)->next;
+	if (*pp)
+		*pp = job->next;
 	if (job->e.err) {
 		mv->releases_failed++;
 	} else {
 		mv->releases_done++;
 		mv->bytes_released += job->res.freed;
 	}
-	job->cb(job->arg, job->e.err, job->e.err ? job->e.msg : NULL,
-		job->e.err ? NULL : &job->res);
+	for (w = job->waiters; w; w = next) {
+		next = w->next;
+		w->cb(w->arg, job->e.err, job->e.err ? job->e.msg : NULL,
+		      job->e.err ? NULL : &job->res);
+		free(w);
+	}
 	close(job->fd);
 	if (job->have_manifest)
 		manifest_free(&job->m);
@@ -153,6 +171,11 @@ static void release_work(void *arg)
 	off_t keep, end;
 	int len;
 
+	/* The kernel grants the write lease only while our descriptor is the inode's one
+	 * open (check_conflicting_open counts the inode's readers and writers), whatever
+	 * name opened it: tested on 6.18, a file with two hard links takes it, and an open
+	 * through either name refuses it. So hard links need no other exclusion, only one
+	 * release per inode (release_file joins a second one). */
 	if (fcntl(job->fd, F_SETLEASE, F_WRLCK) < 0) {
 		if (errno == EAGAIN || errno == EBUSY)
 			release_fail(job, EBUSY, "is open or mapped by another process");
@@ -201,8 +224,11 @@ static void release_work(void *arg)
 		release_fail(job, errno, "restore times: %s", strerror(errno));
 		goto unlock;
 	}
-	if (fstat(job->fd, &after) == 0 && after.st_blocks < sb.st_blocks)
-		job->res.freed = (uint64_t)(sb.st_blocks - after.st_blocks) * 512;
+	if (fstat(job->fd, &after) == 0) {
+		job->res.sb = after;
+		if (after.st_blocks < sb.st_blocks)
+			job->res.freed = (uint64_t)(sb.st_blocks - after.st_blocks) * 512;
+	}
 unlock:
 	if (fcntl(job->fd, F_SETLEASE, F_UNLCK) < 0)
 		log_warn("release: cannot drop the write lease");
@@ -237,20 +263,68 @@ fail:
 	release_done(job);
 }
 
+static int release_add_waiter(struct mover *mv, dev_t dev, ino_t ino, release_done_cb cb, void *arg,
+			      struct hsm_state *st)
+{
+	struct release_waiter *w;
+
+	for (struct release_job *job = ino ? mv->releases : NULL; job; job = job->next) {
+		if (job->dev != dev || job->ino != ino)
+			continue;
+		w = calloc(1, sizeof(*w));
+		if (!w)
+			fatal("release: out of memory");
+		w->cb = cb;
+		w->arg = arg;
+		w->next = job->waiters;
+		job->waiters = w;
+		if (st)
+			*st = job->st;
+		return 1;
+	}
+	return 0;
+}
+
+int release_join(struct mover *mv, dev_t dev, ino_t ino, release_done_cb cb, void *arg,
+		 struct hsm_state *st)
+{
+	return release_add_waiter(mv, dev, ino, cb, arg, st);
+}
+
 void release_file(struct mover *mv, int fd, const struct hsm_state *st,
 		  struct timespec archived_ctime, release_done_cb cb, void *arg)
 {
-	struct release_job *job = calloc(1, sizeof(*job));
+	struct release_waiter *w;
+	struct release_job *job;
+	struct stat sb;
 	char key[80];
 
+	if (fstat(fd, &sb) < 0)
+		memset(&sb, 0, sizeof(sb));
+	/* Another name of the same inode (a hard link): a second release would hold a
+	 * second descriptor, which alone makes the kernel refuse the first one's write
+	 * lease. */
+	if (release_add_waiter(mv, sb.st_dev, sb.st_ino, cb, arg, NULL)) {
+		close(fd);
+		return;
+	}
+	w = calloc(1, sizeof(*w));
+	if (!w)
+		fatal("release: out of memory");
+	w->cb = cb;
+	w->arg = arg;
+	job = calloc(1, sizeof(*job));
 	if (!job)
 		fatal("release: out of memory");
 	job->mv = mv;
 	job->fd = fd;
 	job->st = *st;
 	job->archived_ctime = archived_ctime;
-	job->cb = cb;
-	job->arg = arg;
+	job->waiters = w;
+	job->dev = sb.st_dev;
+	job->ino = sb.st_ino;
+	job->next = mv->releases;
+	mv->releases = job;
 	if (st->flags & HSM_FLAG_PINNED)
 		release_fail(job, EPERM, "is pinned");
 	else if (st->state != HSM_STATE_ARCHIVED || st->archived_version != st->version)

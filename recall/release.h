@@ -6,6 +6,7 @@
 #define HSM_RELEASE_H
 
 #include <stdint.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "lib/hsmxattr.h"
@@ -15,6 +16,10 @@ struct release_result {
 	struct hsm_state st; /* the xattr record as written */
 	uint64_t freed;	     /* bytes of blocks freed */
 	int rehashed;	     /* 1: the content was verified by re-hashing */
+	/* The file once released (st_ino 0: unknown), so callers need no descriptor of
+	 * their own: any second open of the file, even read-only, makes the kernel refuse
+	 * the write lease. */
+	struct stat sb;
 };
 
 typedef void (*release_done_cb)(void *arg, int err, const char *msg,
@@ -25,5 +30,11 @@ typedef void (*release_done_cb)(void *arg, int err, const char *msg,
  * archived_ctime: from the catalog, or {0,0} when unknown (forces a re-hash). */
 void release_file(struct mover *mv, int fd, const struct hsm_state *st,
 		  struct timespec archived_ctime, release_done_cb cb, void *arg);
+/* If a release of inode dev/ino is in flight, adds cb/arg to those it answers, copies
+ * its state record (as the release was asked with) to *st and returns 1; else 0.
+ * Ask before opening the file: an open of a file whose lease is held fails with
+ * EAGAIN (O_NONBLOCK) and would break the lease of the release in flight. */
+int release_join(struct mover *mv, dev_t dev, ino_t ino, release_done_cb cb, void *arg,
+		 struct hsm_state *st);
 
 #endif

@@ -30,6 +30,7 @@
 #define CAT_KEY_FILE	    'f'
 #define CAT_KEY_PATH	    'p'
 #define CAT_KEY_JOURNAL	    'j'
+#define CAT_KEY_LINK	    'l'
 #define CAT_FILE_KEY_LEN    17
 #define CAT_JOURNAL_KEY_LEN 9
 #define CAT_HEAD_KEY	    "mjournal_head"
@@ -462,6 +463,25 @@ static char *cat_path_key(const char *volume, const char *path, size_t *klen)
 	return k;
 }
 
+/* l fid volume \0 path: a second name (hard link) of fid's inode, the reverse of its p
+ * key, so that the record can move to a surviving name when its own is deleted. */
+static char *cat_link_key(const struct hsm_fid *fid, const char *volume, const char *path,
+			  size_t *klen)
+{
+	size_t vlen = strlen(volume), plen = strlen(path);
+	char *k = malloc(1 + 16 + vlen + 1 + plen);
+
+	if (!k)
+		return NULL;
+	k[0] = CAT_KEY_LINK;
+	memcpy(k + 1, fid->b, 16);
+	memcpy(k + 17, volume, vlen);
+	k[17 + vlen] = '\0';
+	memcpy(k + 18 + vlen, path, plen);
+	*klen = 18 + vlen + plen;
+	return k;
+}
+
 /* ---- open / close ------------------------------------------------------------------ */
 
 /* The head is the larger of the stored head and the last journal key: the stored value
@@ -727,9 +747,9 @@ int catalog_put(struct catalog *c, const struct cat_record *rec, int op, char *e
 	struct cat_journal_entry e;
 	struct hsm_fid cur;
 	leveldb_writebatch_t *b = NULL;
-	char fkey[CAT_FILE_KEY_LEN], hex[33], *pkey = NULL, *okey = NULL;
+	char fkey[CAT_FILE_KEY_LEN], hex[33], *pkey = NULL, *okey = NULL, *lkey = NULL;
 	uint8_t *val = NULL;
-	size_t vlen, pklen, oklen;
+	size_t vlen, pklen, oklen, lklen;
 	int r, have_old = 0, rc = -1;
 
 	if (!c || !rec) {
@@ -781,6 +801,13 @@ int catalog_put(struct catalog *c, const struct cat_record *rec, int op, char *e
 	cat_file_key(&rec->fid, fkey);
 	leveldb_writebatch_put(b, fkey, sizeof(fkey), (const char *)val, vlen);
 	leveldb_writebatch_put(b, pkey, pklen, (const char *)rec->fid.b, 16);
+	/* The record's own name is not a second name of it (any more). */
+	lkey = cat_link_key(&rec->fid, rec->volume, rec->path, &lklen);
+	if (!lkey) {
+		cat_err(err, errlen, "catalog: put f%s: out of memory", hex);
+		goto out;
+	}
+	leveldb_writebatch_delete(b, lkey, lklen);
 	if (op) {
 		memset(&e, 0, sizeof(e));
 		e.op = op;
@@ -805,8 +832,31 @@ out:
 		cat_record_clear(&old);
 	free(okey);
 	free(pkey);
+	free(lkey);
 	free(val);
 	return rc;
+}
+
+static int cat_drop_link_cb(const char *k, size_t klen, const char *v, size_t vlen, void *arg)
+{
+	(void)v;
+	(void)vlen;
+	leveldb_writebatch_delete(arg, k, klen);
+	return 0;
+}
+
+/* Adds the deletion of every l key of fid to the batch. */
+static int cat_batch_drop_links(struct catalog *c, leveldb_writebatch_t *b,
+				const struct hsm_fid *fid, char *err, size_t errlen)
+{
+	char prefix[17];
+
+	prefix[0] = CAT_KEY_LINK;
+	memcpy(prefix + 1, fid->b, 16);
+	return catalog_kv_scan(c, prefix, sizeof(prefix), NULL, 0, cat_drop_link_cb, b, err,
+			       errlen) < 0
+		   ? -1
+		   : 0;
 }
 
 int catalog_delete(struct catalog *c, const struct hsm_fid *fid, char *err, size_t errlen)
@@ -839,6 +889,8 @@ int catalog_delete(struct catalog *c, const struct hsm_fid *fid, char *err, size
 	leveldb_writebatch_delete(b, fkey, sizeof(fkey));
 	if (r == 0 && !memcmp(cur.b, fid->b, 16))
 		leveldb_writebatch_delete(b, okey, oklen);
+	if (cat_batch_drop_links(c, b, fid, err, errlen) < 0)
+		goto out;
 	memset(&e, 0, sizeof(e));
 	e.op = CAT_J_DELETE;
 	e.fid = *fid;
@@ -901,8 +953,11 @@ int catalog_lookup_path(struct catalog *c, const char *volume, const char *path,
 int catalog_unlink_path(struct catalog *c, const char *volume, const char *path, char *err,
 			size_t errlen)
 {
-	char *key, *lerr = NULL;
-	size_t klen;
+	leveldb_writebatch_t *b;
+	struct hsm_fid fid;
+	char *key, *lkey = NULL, *lerr = NULL;
+	size_t klen, lklen;
+	int r;
 
 	if (!c) {
 		cat_err(err, errlen, "catalog: unlink: invalid argument");
@@ -915,14 +970,101 @@ int catalog_unlink_path(struct catalog *c, const char *volume, const char *path,
 		cat_err(err, errlen, "catalog: unlink %s:%s: out of memory", volume, path);
 		return -1;
 	}
-	leveldb_delete(c->db, c->wopts, key, klen, &lerr);
+	r = cat_read_path(c, key, klen, &fid, volume, path, err, errlen);
+	if (r != 0) {
+		free(key);
+		return r < 0 ? -1 : 0;
+	}
+	lkey = cat_link_key(&fid, volume, path, &lklen);
+	if (!lkey) {
+		free(key);
+		cat_err(err, errlen, "catalog: unlink %s:%s: out of memory", volume, path);
+		return -1;
+	}
+	b = leveldb_writebatch_create();
+	leveldb_writebatch_delete(b, key, klen);
+	leveldb_writebatch_delete(b, lkey, lklen);
+	leveldb_write(c->db, c->wopts, b, &lerr);
+	leveldb_writebatch_destroy(b);
 	free(key);
+	free(lkey);
 	if (lerr) {
 		cat_err(err, errlen, "catalog: unlink %s:%s: %s", volume, path, lerr);
 		leveldb_free(lerr);
 		return -1;
 	}
 	return 0;
+}
+
+int catalog_link_path(struct catalog *c, const char *volume, const char *path,
+		      const struct hsm_fid *fid, char *err, size_t errlen)
+{
+	leveldb_writebatch_t *b;
+	char *key, *lkey, *lerr = NULL;
+	size_t klen, lklen;
+
+	if (!c || !fid) {
+		cat_err(err, errlen, "catalog: link: invalid argument");
+		return -1;
+	}
+	if (cat_check_name("link", volume, path, err, errlen) < 0)
+		return -1;
+	key = cat_path_key(volume, path, &klen);
+	lkey = cat_link_key(fid, volume, path, &lklen);
+	if (!key || !lkey) {
+		free(key);
+		free(lkey);
+		cat_err(err, errlen, "catalog: link %s:%s: out of memory", volume, path);
+		return -1;
+	}
+	b = leveldb_writebatch_create();
+	leveldb_writebatch_put(b, key, klen, (const char *)fid->b, 16);
+	leveldb_writebatch_put(b, lkey, lklen, "", 0);
+	leveldb_write(c->db, c->wopts, b, &lerr);
+	leveldb_writebatch_destroy(b);
+	free(key);
+	free(lkey);
+	if (lerr) {
+		cat_err(err, errlen, "catalog: link %s:%s: %s", volume, path, lerr);
+		leveldb_free(lerr);
+		return -1;
+	}
+	return 0;
+}
+
+struct cat_links {
+	int (*fn)(const char *volume, const char *path, void *arg);
+	void *arg;
+};
+
+static int cat_link_cb(const char *k, size_t klen, const char *v, size_t vlen, void *arg)
+{
+	struct cat_links *l = arg;
+	const char *vol = k + 17, *nul = memchr(vol, '\0', klen - 17);
+	char volume[HSM_SITE_MAX + 1], path[CAT_PATH_MAX + 1];
+
+	(void)v;
+	(void)vlen;
+	if (!nul || (size_t)(nul - vol) > HSM_SITE_MAX ||
+	    klen - (size_t)(nul + 1 - k) > CAT_PATH_MAX)
+		return 0; /* not a key we write: skip it */
+	memcpy(volume, vol, (size_t)(nul - vol));
+	volume[nul - vol] = '\0';
+	memcpy(path, nul + 1, klen - (size_t)(nul + 1 - k));
+	path[klen - (size_t)(nul + 1 - k)] = '\0';
+	return l->fn(volume, path, l->arg);
+}
+
+int catalog_foreach_link(struct catalog *c, const struct hsm_fid *fid,
+			 int (*fn)(const char *volume, const char *path, void *arg), void *arg,
+			 char *err, size_t errlen)
+{
+	struct cat_links l = {fn, arg};
+	char prefix[17];
+
+	prefix[0] = CAT_KEY_LINK;
+	memcpy(prefix + 1, fid->b, 16);
+	return catalog_kv_scan(c, prefix, sizeof(prefix), NULL, 0, cat_link_cb, &l, err, errlen);
 }
 
 /* ---- scans ------------------------------------------------------------------------- */

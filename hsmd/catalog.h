@@ -73,9 +73,19 @@ int catalog_delete(struct catalog *c, const struct hsm_fid *fid, char *err, size
 int catalog_lookup_path(struct catalog *c, const char *volume, const char *path,
 			struct hsm_fid *out, char *err, size_t errlen);
 /* Removes the path index entry only (the name went away, the fid may live on
- * under another link). 0 or -1. */
+ * under another link), with its second-name entry if it had one. 0 or -1. */
 int catalog_unlink_path(struct catalog *c, const char *volume, const char *path, char *err,
 			size_t errlen);
+/* Indexes path as a second name (hard link) of fid, whose record keeps its own name:
+ * the p key and its reverse l key (docs/catalog.md). Not journaled: the other sites
+ * know the file by its record's name. 0 or -1. */
+int catalog_link_path(struct catalog *c, const char *volume, const char *path,
+		      const struct hsm_fid *fid, char *err, size_t errlen);
+/* Calls fn for every second name of fid (catalog_link_path) until it returns non-zero
+ * (returned). 0, the stop value, or -1. */
+int catalog_foreach_link(struct catalog *c, const struct hsm_fid *fid,
+			 int (*fn)(const char *volume, const char *path, void *arg), void *arg,
+			 char *err, size_t errlen);
 /* Calls fn for every file record in fid order; fn returns non-zero to stop (that value
  * is returned). Returns 0, the stop value, or -1 on a read error (including damage
  * leveldb only reports through the iterator's error). */

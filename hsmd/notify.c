@@ -80,6 +80,54 @@ static void notify_mark_dirty(struct hsmd *h, int fd, struct hsm_state *st)
 		log_warn("cannot mark a modified file dirty");
 }
 
+struct notify_relink {
+	struct hsmd *h;
+	struct hsmd_vol *v;
+	const struct hsm_fid *fid;
+	int moved;
+};
+
+/* One second name of a file whose record's name was deleted: if it still names a
+ * file with this fid, the record moves there (a rename for the catalog and the other
+ * sites, which knew the file by one name); if not, the stale index entry goes. */
+static int notify_relink_cb(const char *volume, const char *path, void *arg)
+{
+	struct notify_relink *r = arg;
+	struct hsm_state st;
+	struct stat sb;
+	char err[256];
+	int fd;
+
+	if (strcmp(volume, r->v->cfg->name))
+		return 0;
+	fd = path_open_beneath(r->v->root_fd, path, O_RDONLY | O_NONBLOCK, 0);
+	if (fd >= 0 && fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) &&
+	    scan_adopt(fd, r->h->cfg->site, &st, err, sizeof(err)) == 0 &&
+	    !memcmp(st.fid.b, r->fid->b, 16)) {
+		scan_note(r->h, r->v, path, &sb, &st, NULL, CAT_J_CREATE);
+		r->moved = 1;
+		close(fd);
+		return 1;
+	}
+	if (fd >= 0)
+		close(fd);
+	if (catalog_unlink_path(r->h->cat, volume, path, err, sizeof(err)) < 0)
+		log_warnx("%s", err);
+	return 0;
+}
+
+/* The record's name of fid was deleted: 1 if the file lives on under another name
+ * (the record moved there), 0 if that was its last name. */
+static int notify_relink(struct hsmd *h, struct hsmd_vol *v, const struct hsm_fid *fid)
+{
+	struct notify_relink r = {h, v, fid, 0};
+	char err[256];
+
+	if (catalog_foreach_link(h->cat, fid, notify_relink_cb, &r, err, sizeof(err)) < 0)
+		log_warnx("%s", err);
+	return r.moved;
+}
+
 static void notify_file(struct hsmd *h, uint64_t mask, struct hsmd_vol *v, int dirfd,
 			const char *dirrel, const char *name)
 {
@@ -105,6 +153,8 @@ static void notify_file(struct hsmd *h, uint64_t mask, struct hsmd_vol *v, int d
 
 			cat_record_clear(&cr);
 			if (same && (mask & FAN_DELETE)) {
+				if (notify_relink(h, v, &fid))
+					return;
 				catalog_delete(h->cat, &fid, err, sizeof(err));
 				nsync_note_gone(h, v, &fid);
 				return;

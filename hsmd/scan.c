@@ -59,6 +59,17 @@ int scan_adopt(int fd, const char *site, struct hsm_state *st, char *err, size_t
 	return -1;
 }
 
+/* 1 if the record's name old->path, in volume v, still names the inode sb describes. */
+static int scan_names_inode(struct hsmd_vol *v, const struct cat_record *old, const struct stat *sb)
+{
+	struct stat o;
+
+	if (strcmp(old->volume, v->cfg->name) ||
+	    fstatat(v->root_fd, old->path, &o, AT_SYMLINK_NOFOLLOW) < 0)
+		return 0;
+	return o.st_dev == sb->st_dev && o.st_ino == sb->st_ino;
+}
+
 void scan_note(struct hsmd *h, struct hsmd_vol *v, const char *rel, const struct stat *sb,
 	       const struct hsm_state *st_in, const struct timespec *archived_ctime, int op)
 {
@@ -66,6 +77,23 @@ void scan_note(struct hsmd *h, struct hsmd_vol *v, const char *rel, const struct
 	struct hsm_state cur = *st_in, *st = &cur;
 	char err[512];
 	int have_old;
+
+	have_old = catalog_get(h->cat, &st->fid, &old, err, sizeof(err));
+	if (have_old < 0)
+		log_warnx("catalog: %s", err);
+	/* A hard link is a second name of the same inode, so of the same state record and
+	 * fid: one file, one record. Noted under the new name it would move the record
+	 * there and tell the other sites the file was renamed; so while the record's name
+	 * still names this inode the new one is only indexed, and the file is noted under
+	 * the record's name. */
+	if (have_old == 0 && sb->st_nlink > 1 && strcmp(old.path, rel) &&
+	    scan_names_inode(v, &old, sb)) {
+		if (catalog_link_path(h->cat, v->cfg->name, rel, &st->fid, err, sizeof(err)) < 0)
+			log_warnx("catalog: %s: %s", rel, err);
+		rel = old.path;
+		if (op == CAT_J_CREATE)
+			op = 0;
+	}
 
 	/* The namespace first: a content change gets its new version there. */
 	nsync_note(h, v, rel, sb, st);
@@ -83,9 +111,6 @@ void scan_note(struct hsmd *h, struct hsmd_vol *v, const char *rel, const struct
 	rec.mtime_nsec = (uint32_t)sb->st_mtim.tv_nsec;
 	memcpy(rec.manifest_id, st->manifest_id, 32);
 	snprintf(rec.owner, sizeof(rec.owner), "%.*s", HSM_SITE_MAX, st->owner);
-	have_old = catalog_get(h->cat, &st->fid, &old, err, sizeof(err));
-	if (have_old < 0)
-		log_warnx("catalog: %s", err);
 	if (archived_ctime) {
 		rec.archived_ctime_sec = archived_ctime->tv_sec;
 		rec.archived_ctime_nsec = (uint32_t)archived_ctime->tv_nsec;
@@ -106,12 +131,15 @@ void scan_note(struct hsmd *h, struct hsmd_vol *v, const char *rel, const struct
 		    old.archived_ctime_nsec == rec.archived_ctime_nsec &&
 		    !memcmp(old.manifest_id, rec.manifest_id, 32) && !strcmp(old.owner, rec.owner);
 
-		cat_record_clear(&old);
-		if (same)
+		if (same) {
+			cat_record_clear(&old);
 			return;
+		}
 	}
 	if (catalog_put(h->cat, &rec, op, err, sizeof(err)) < 0)
 		log_warnx("catalog: %s: %s", rel, err);
+	if (have_old == 0)
+		cat_record_clear(&old); /* after the put: rel may point into it */
 }
 
 void scan_note_recalled(struct hsmd *h, const struct hsm_state *st, const struct timespec *ctime)

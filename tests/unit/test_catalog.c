@@ -750,6 +750,77 @@ static void test_unlink_path(void **state)
 	catalog_close(c);
 }
 
+struct links {
+	int n;
+	char path[4][64];
+};
+
+static int collect_link(const char *volume, const char *path, void *arg)
+{
+	struct links *l = arg;
+
+	assert_string_equal(volume, "proj");
+	assert_true(l->n < 4);
+	snprintf(l->path[l->n++], sizeof(l->path[0]), "%s", path);
+	return 0;
+}
+
+/* Second names of a file: indexed both ways, never journaled; the record taking one
+ * of them (a move) or the file going away drops the reverse keys. */
+static void test_link_path(void **state)
+{
+	struct fixture *f = *state;
+	struct catalog *c = open_ok(f->dir);
+	struct cat_record a, b, out;
+	struct hsm_fid fid;
+	struct links l;
+	char pa[64], pb[64], err[ERRLEN];
+	uint64_t head;
+
+	rec_typical(&a, 1, pa, sizeof(pa));
+	rec_typical(&b, 2, pb, sizeof(pb));
+	put_ok(c, &a, CAT_J_CREATE);
+	put_ok(c, &b, CAT_J_CREATE);
+	head = catalog_journal_head(c);
+	assert_int_equal(catalog_link_path(c, "proj", "x/second", &a.fid, err, sizeof(err)), 0);
+	assert_int_equal(catalog_link_path(c, "proj", "x/third", &a.fid, err, sizeof(err)), 0);
+	assert_true(catalog_journal_head(c) == head);
+	assert_int_equal(catalog_lookup_path(c, "proj", "x/second", &fid, err, sizeof(err)), 0);
+	assert_memory_equal(fid.b, a.fid.b, 16);
+	memset(&l, 0, sizeof(l));
+	assert_int_equal(catalog_foreach_link(c, &a.fid, collect_link, &l, err, sizeof(err)), 0);
+	assert_int_equal(l.n, 2);
+	assert_string_equal(l.path[0], "x/second");
+	assert_string_equal(l.path[1], "x/third");
+	/* another file's links are its own */
+	memset(&l, 0, sizeof(l));
+	assert_int_equal(catalog_foreach_link(c, &b.fid, collect_link, &l, err, sizeof(err)), 0);
+	assert_int_equal(l.n, 0);
+	/* a name goes away: both keys */
+	assert_int_equal(catalog_unlink_path(c, "proj", "x/third", err, sizeof(err)), 0);
+	assert_int_equal(catalog_lookup_path(c, "proj", "x/third", &fid, err, sizeof(err)), 1);
+	memset(&l, 0, sizeof(l));
+	assert_int_equal(catalog_foreach_link(c, &a.fid, collect_link, &l, err, sizeof(err)), 0);
+	assert_int_equal(l.n, 1);
+	/* the record moves to its second name: no longer a second name */
+	a.path = "x/second";
+	put_ok(c, &a, CAT_J_RENAME);
+	memset(&l, 0, sizeof(l));
+	assert_int_equal(catalog_foreach_link(c, &a.fid, collect_link, &l, err, sizeof(err)), 0);
+	assert_int_equal(l.n, 0);
+	assert_int_equal(catalog_lookup_path(c, "proj", pa, &fid, err, sizeof(err)), 1);
+	assert_int_equal(catalog_get(c, &a.fid, &out, err, sizeof(err)), 0);
+	assert_string_equal(out.path, "x/second");
+	cat_record_clear(&out);
+	/* delete drops every remaining second name's reverse key */
+	assert_int_equal(catalog_link_path(c, "proj", "x/fourth", &a.fid, err, sizeof(err)), 0);
+	assert_int_equal(catalog_delete(c, &a.fid, err, sizeof(err)), 0);
+	memset(&l, 0, sizeof(l));
+	assert_int_equal(catalog_foreach_link(c, &a.fid, collect_link, &l, err, sizeof(err)), 0);
+	assert_int_equal(l.n, 0);
+	catalog_close(c);
+}
+
 static void test_bad_input_changes_nothing(void **state)
 {
 	struct fixture *f = *state;
@@ -1314,6 +1385,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_put_moves_path, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_delete, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unlink_path, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_link_path, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_input_changes_nothing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_journal_order_and_fields, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_journal_head_survives_reopen, setup, teardown),

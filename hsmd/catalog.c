@@ -21,7 +21,8 @@
 /* Presence bits of a record: fields that are mostly zero cost nothing when absent. */
 #define CAT_REC_HAS_MANIFEST 0x01u
 #define CAT_REC_HAS_ACTIME   0x02u
-#define CAT_REC_HAS_KNOWN    0x03u
+#define CAT_REC_HAS_INO	     0x04u
+#define CAT_REC_HAS_KNOWN    0x07u
 
 /* Presence bits of a journal entry. */
 #define CAT_J_HAS_OLD_PATH 0x01u
@@ -238,9 +239,11 @@ uint8_t *cat_record_encode(const struct cat_record *rec, size_t *len)
 		has |= CAT_REC_HAS_MANIFEST;
 	if (rec->archived_ctime_sec || rec->archived_ctime_nsec)
 		has |= CAT_REC_HAS_ACTIME;
+	if (rec->ino)
+		has |= CAT_REC_HAS_INO;
 
 	/* Worst case of every field: cheaper than a second sizing pass. */
-	cap = 4 + 16 + 5 * 10 + 2 * 5 + 32 + 1 + vlen + 1 + olen + 10 + plen;
+	cap = 4 + 16 + 6 * 10 + 2 * 5 + 32 + 1 + vlen + 1 + olen + 10 + plen;
 	w.p = malloc(cap);
 	if (!w.p)
 		return NULL;
@@ -259,6 +262,8 @@ uint8_t *cat_record_encode(const struct cat_record *rec, size_t *len)
 		cat_put_varint(&w, cat_zigzag(rec->archived_ctime_sec));
 		cat_put_varint(&w, rec->archived_ctime_nsec);
 	}
+	if (has & CAT_REC_HAS_INO)
+		cat_put_varint(&w, rec->ino);
 	if (has & CAT_REC_HAS_MANIFEST)
 		cat_put_bytes(&w, rec->manifest_id, 32);
 	cat_put_u8(&w, (uint8_t)vlen);
@@ -312,6 +317,8 @@ int cat_record_decode(const uint8_t *buf, size_t len, struct cat_record *out)
 		if (!rec.archived_ctime_sec && !rec.archived_ctime_nsec)
 			return -1;
 	}
+	if ((has & CAT_REC_HAS_INO) && (cat_get_varint(&r, &rec.ino) < 0 || !rec.ino))
+		return -1;
 	if (has & CAT_REC_HAS_MANIFEST) {
 		if (cat_get_bytes(&r, rec.manifest_id, 32) < 0 || cat_all_zero(rec.manifest_id, 32))
 			return -1;

@@ -31,6 +31,9 @@ struct cat_record {
 	 * this ctime skips the re-hash. 0/0 = unknown. */
 	int64_t archived_ctime_sec;
 	uint32_t archived_ctime_nsec;
+	/* The inode that carries this fid (0 = not known yet, records written before it
+	 * was kept): a second inode with the same fid is a copy (hsmd/dupfid.c). */
+	uint64_t ino;
 	uint8_t manifest_id[32];
 	char owner[HSM_SITE_MAX + 1];
 };

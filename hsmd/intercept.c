@@ -7,6 +7,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include "hsmd/dupfid.h"
 #include "hsmd/fan.h"
 #include "hsmd/guard_link.h"
 #include "hsmd/scan.h"
@@ -119,6 +120,9 @@ static void intercept_handle(struct intercept_event *ev)
 		d->held = ev;
 		return;
 	}
+	/* A copy that says stub over its own data keeps it (hsmd/dupfid.c). */
+	if (st.state == HSM_STATE_STUB)
+		dupfid_check_event(h, ev->fd, &st);
 	if (st.state != HSM_STATE_STUB) {
 		intercept_answer(ev, 0, 1);
 		return;

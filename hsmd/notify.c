@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "hsmd/catalog.h"
+#include "hsmd/dupfid.h"
 #include "hsmd/fan.h"
 #include "hsmd/nsync.h"
 #include "hsmd/scan.h"
@@ -182,6 +183,9 @@ static void notify_file(struct hsmd *h, uint64_t mask, struct hsmd_vol *v, int d
 	if ((mask & FAN_MODIFY) && !(mask & (FAN_CREATE | FAN_CLOSE_WRITE | FAN_MOVED_TO))) {
 		/* Only the first write after an archive matters here. */
 		r = scan_adopt(fd, h->cfg->site, &st, err, sizeof(err));
+		/* A copy's first write must not dirty its original's record. */
+		if (r == 0 && (r = dupfid_check(h, v, rel, fd, &sb, &st)) < 0)
+			goto out;
 		if (r >= 0)
 			nsync_note_write(h, &st.fid);
 		if (r == 0 && st.state == HSM_STATE_ARCHIVED) {
@@ -197,6 +201,8 @@ static void notify_file(struct hsmd *h, uint64_t mask, struct hsmd_vol *v, int d
 		log_warnx("%s/%s: %s", v->cfg->path, rel, err);
 		goto out;
 	}
+	if (r == 0 && dupfid_check(h, v, rel, fd, &sb, &st) < 0)
+		goto out;
 	if ((mask & FAN_MODIFY) && st.state == HSM_STATE_ARCHIVED)
 		notify_mark_dirty(h, fd, &st);
 	if (mask & (FAN_CREATE | FAN_MOVED_TO)) {

@@ -12,6 +12,7 @@
 
 #include "hsmd/catalog.h"
 #include "hsmd/control.h"
+#include "hsmd/dupfid.h"
 #include "hsmd/intercept.h"
 #include "hsmd/scan.h"
 #include "hsmd/nsync.h"
@@ -357,6 +358,11 @@ static int item_start(struct batch *b, const char *path, size_t len)
 	r = scan_adopt(fd, h->cfg->site, &it->st, err, sizeof(err));
 	if (r < 0) {
 		batch_fail(b, path, "%s", err);
+		goto sync_done;
+	}
+	/* A copy carrying another file's fid is given its own before anything acts on it. */
+	if (r == 0 && (r = dupfid_check(h, vol, rel, fd, &sb, &it->st)) < 0) {
+		batch_fail(b, path, "carries the fid of another file and could not get its own");
 		goto sync_done;
 	}
 	if (r == 1)

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "hsmd/catalog.h"
+#include "hsmd/dupfid.h"
 #include "hsmd/nsync.h"
 #include "hsmd/worker.h"
 #include "lib/config.h"
@@ -76,11 +77,26 @@ void scan_note(struct hsmd *h, struct hsmd_vol *v, const char *rel, const struct
 	struct cat_record rec, old;
 	struct hsm_state cur = *st_in, *st = &cur;
 	char err[512];
-	int have_old;
+	int have_old, dup;
 
+	/* A copy that brought its original's fid is given its own before the namespace or
+	 * the catalog file it under the original's record. */
 	have_old = catalog_get(h->cat, &st->fid, &old, err, sizeof(err));
 	if (have_old < 0)
 		log_warnx("catalog: %s", err);
+	dup = dupfid_check_known(h, v, rel, -1, sb, st, have_old == 0 ? &old : NULL);
+	if (have_old == 0 && dup != 0)
+		cat_record_clear(&old);
+	if (dup < 0)
+		return;
+	if (dup == 1) {
+		have_old = catalog_get(h->cat, &st->fid, &old, err, sizeof(err));
+		if (have_old < 0)
+			log_warnx("catalog: %s", err);
+		if (op != CAT_J_STATE)
+			op = CAT_J_CREATE;
+	}
+
 	/* A hard link is a second name of the same inode, so of the same state record and
 	 * fid: one file, one record. Noted under the new name it would move the record
 	 * there and tell the other sites the file was renamed; so while the record's name
@@ -111,7 +127,8 @@ void scan_note(struct hsmd *h, struct hsmd_vol *v, const char *rel, const struct
 	rec.mtime_nsec = (uint32_t)sb->st_mtim.tv_nsec;
 	memcpy(rec.manifest_id, st->manifest_id, 32);
 	snprintf(rec.owner, sizeof(rec.owner), "%.*s", HSM_SITE_MAX, st->owner);
-	if (archived_ctime) {
+	rec.ino = (uint64_t)sb->st_ino;
+	if (archived_ctime && !dup) {
 		rec.archived_ctime_sec = archived_ctime->tv_sec;
 		rec.archived_ctime_nsec = (uint32_t)archived_ctime->tv_nsec;
 	} else if (have_old == 0 && old.archived_version == st->archived_version) {
@@ -128,7 +145,7 @@ void scan_note(struct hsmd *h, struct hsmd_vol *v, const char *rel, const struct
 		    old.version == rec.version && old.archived_version == rec.archived_version &&
 		    old.mtime_sec == rec.mtime_sec && old.mtime_nsec == rec.mtime_nsec &&
 		    old.archived_ctime_sec == rec.archived_ctime_sec &&
-		    old.archived_ctime_nsec == rec.archived_ctime_nsec &&
+		    old.archived_ctime_nsec == rec.archived_ctime_nsec && old.ino == rec.ino &&
 		    !memcmp(old.manifest_id, rec.manifest_id, 32) && !strcmp(old.owner, rec.owner);
 
 		if (same) {
@@ -326,6 +343,11 @@ static void scan_done(void *arg)
 	for (; j->noted < stop; j->noted++) {
 		struct scan_found *f = &j->found[j->noted];
 
+		/* Before the repair: a copy of a stub with the data in it is no stub. */
+		if (dupfid_check(j->h, j->v, f->rel, -1, &f->sb, &f->st) < 0) {
+			free(f->rel);
+			continue;
+		}
 		if (scan_stub_touched(f))
 			scan_repair_stub(j->h, j->v, f->rel);
 		scan_note(j->h, j->v, f->rel, &f->sb, &f->st, NULL, CAT_J_CREATE);

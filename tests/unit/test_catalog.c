@@ -133,6 +133,7 @@ static void assert_rec_equal(const struct cat_record *a, const struct cat_record
 	assert_int_equal(a->mtime_nsec, b->mtime_nsec);
 	assert_true(a->archived_ctime_sec == b->archived_ctime_sec);
 	assert_int_equal(a->archived_ctime_nsec, b->archived_ctime_nsec);
+	assert_true(a->ino == b->ino);
 	assert_memory_equal(a->manifest_id, b->manifest_id, 32);
 	assert_string_equal(a->owner, b->owner);
 }
@@ -284,6 +285,7 @@ static void test_record_roundtrip_all_fields(void **state)
 	for (int i = 0; i < 32; i++)
 		in.manifest_id[i] = (uint8_t)(i * 7 + 1);
 	strcpy(in.owner, "zyxwvutsrqponmlkjihgfedcba543210");
+	in.ino = UINT64_MAX; /* the inode that carries the fid: tells copies apart */
 
 	buf = cat_record_encode(&in, &len);
 	assert_non_null(buf);
@@ -297,6 +299,7 @@ static void test_record_roundtrip_all_fields(void **state)
 	in.mtime_sec = -1;
 	in.archived_ctime_sec = -86400;
 	in.owner[0] = '\0';
+	in.ino = 12;
 	buf = cat_record_encode(&in, &len);
 	assert_non_null(buf);
 	assert_int_equal(cat_record_decode(buf, len, &out), 0);

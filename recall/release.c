@@ -161,6 +161,55 @@ static int release_verify(struct release_job *job, struct stat *sb)
 	return release_rehash(job);
 }
 
+/* Whether the write lease is still whole: an open (or truncate) of the inode by anyone
+ * else starts breaking it, and after fs.lease-break-time the kernel lets that caller in
+ * whatever we are doing. F_GETLEASE reports a lease being broken as its target type. */
+static int release_lease_held(struct release_job *job, const char *when)
+{
+	int l = fcntl(job->fd, F_GETLEASE);
+
+	if (l == F_WRLCK)
+		return 1;
+	if (l < 0)
+		release_fail(job, errno, "check the write lease %s: %s", when, strerror(errno));
+	else
+		release_fail(job, EBUSY, "was opened by another process %s; not released", when);
+	return 0;
+}
+
+/* Gives the ignore mark back to a file that stays resident: the release was refused. */
+static void release_resettle(struct release_job *job)
+{
+	if (job->mv->settle && job->mv->settle(job->mv->unwatch_ctx, job->fd) < 0)
+		log_warn("release: cannot restore the ignore mark of a file kept resident");
+}
+
+/* Puts the archived record back over a stub record whose data was never punched. */
+static int release_unstub(struct release_job *job)
+{
+	uint8_t rec[HSM_XATTR_MAX];
+	int len = hsmx_encode(&job->st, rec, sizeof(rec));
+
+	if (len < 0 || fsetxattr(job->fd, HSM_XATTR_NAME, rec, (size_t)len, XATTR_REPLACE) < 0 ||
+	    fsync(job->fd) < 0) {
+		/* A stub record over whole data: every access recalls the same bytes. */
+		log_warn("release: cannot put back the archived state of a file kept whole");
+		return -1;
+	}
+	return 0;
+}
+
+/* The order is what keeps writers safe. The ignore mark goes first, so from then on
+ * every open of the inode (an O_PATH fd reopened through /proc too: that is an open)
+ * raises a permission event that the intercept holds until this release is over
+ * (intercept_hold); such an opener never reaches the lease. Then the lease proves that
+ * nobody has the file open or mapped, including a writer that opened before the
+ * release. What is left is an opener that got past the event before the mark went, and
+ * a path truncate(2), which breaks leases before its permission event: the lease is
+ * checked again right before the stub record is written and right before the punch,
+ * and a broken lease there refuses the release with the data and the resident record
+ * as they were. After the punch an intruder can only come in through a held event,
+ * which recalls first. */
 static void release_work(void *arg)
 {
 	struct release_job *job = arg;
@@ -176,25 +225,21 @@ static void release_work(void *arg)
 	 * name opened it: tested on 6.18, a file with two hard links takes it, and an open
 	 * through either name refuses it. So hard links need no other exclusion, only one
 	 * release per inode (release_file joins a second one). */
+	if (job->mv->unwatch && job->mv->unwatch(job->mv->unwatch_ctx, job->fd) < 0) {
+		release_fail(job, errno, "remove ignore mark: %s", strerror(errno));
+		release_resettle(job);
+		return;
+	}
 	if (fcntl(job->fd, F_SETLEASE, F_WRLCK) < 0) {
 		if (errno == EAGAIN || errno == EBUSY)
 			release_fail(job, EBUSY, "is open or mapped by another process");
 		else
 			release_fail(job, errno, "write lease: %s", strerror(errno));
+		release_resettle(job);
 		return;
 	}
-	if (release_verify(job, &sb) < 0)
-		goto unlock;
-	/* An open during the checks (the file still had its ignore mark, so it did not
-	 * wait on us but on the lease) starts breaking the lease: give way. */
-	if (fcntl(job->fd, F_GETLEASE) != F_WRLCK) {
-		release_fail(job, EBUSY, "was opened while the release was checking it");
-		goto unlock;
-	}
-	if (job->mv->unwatch && job->mv->unwatch(job->mv->unwatch_ctx, job->fd) < 0) {
-		release_fail(job, errno, "remove ignore mark: %s", strerror(errno));
-		goto unlock;
-	}
+	if (release_verify(job, &sb) < 0 || !release_lease_held(job, "while it was checked"))
+		goto refuse;
 	/* State first: a crash after it leaves a stub that still has its data, which a
 	 * recall simply overwrites; the other order could leave a "resident" hole. */
 	st = job->st;
@@ -204,7 +249,13 @@ static void release_work(void *arg)
 	    fsync(job->fd) < 0) {
 		release_fail(job, len < 0 ? EINVAL : errno, "set stub state: %s",
 			     len < 0 ? "cannot encode" : strerror(errno));
-		goto unlock;
+		release_unstub(job);
+		goto refuse;
+	}
+	if (!release_lease_held(job, "before its blocks were freed")) {
+		if (release_unstub(job) < 0)
+			goto unlock;
+		goto refuse;
 	}
 	job->res.st = st;
 	keep = (st.flags & HSM_FLAG_ON_ACCESS) ? RELEASE_KEEP_ON_ACCESS : 0;
@@ -229,6 +280,9 @@ static void release_work(void *arg)
 		if (after.st_blocks < sb.st_blocks)
 			job->res.freed = (uint64_t)(sb.st_blocks - after.st_blocks) * 512;
 	}
+	goto unlock;
+refuse:
+	release_resettle(job);
 unlock:
 	if (fcntl(job->fd, F_SETLEASE, F_UNLCK) < 0)
 		log_warn("release: cannot drop the write lease");

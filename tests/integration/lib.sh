@@ -265,6 +265,8 @@ mkvol() {
 # its image (cleanup does it otherwise; this frees the space early).
 rmvol() {
 	local mnt="$T/$1" img="$T/$1.img" i dev
+	# A guard lives as long as its volumes are mounted: the script's go with them.
+	[ -z "$HSMD_PID" ] && guards_kill
 	timeout 30 umount "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null
 	for i in "${!IT_LOOPS[@]}"; do
 		dev=${IT_LOOPS[$i]}
@@ -296,6 +298,7 @@ hsmd_conf() {
 		echo "state_dir = ${HSM_STATE:-$T/state}"
 		echo "socket = $HSMD_SOCK"
 		echo "log_level = debug"
+		[ -n "${HSM_SITE_EXTRA:-}" ] && printf '%s\n' "$HSM_SITE_EXTRA"
 		echo
 		echo "[store]"
 		if [ "${HSM_STORE:-file}" = s3 ]; then

@@ -31,6 +31,7 @@
 #define PE_JOURNAL_TICK	 1.0
 #define PE_RUN_TICK	 0.05
 #define PE_BURST	 0.25 /* seconds of a rate a bucket may save up */
+#define PE_STARTS	 64   /* paced starts a bucket remembers for policy status */
 #define PE_LIST_DEFAULT	 10000
 #define PE_HASH		 4096
 #define PE_HIGH_RETRY	 60.0 /* seconds between passes started by a high watermark */
@@ -119,10 +120,23 @@ struct pe_job {
 	struct pe_job *hnext;
 };
 
+/* One transfer a limit let start: when (the clock the bucket refilled by), its size
+ * and the rate then in force. */
+struct pe_start {
+	double t;
+	uint64_t bytes, rate;
+};
+
+/* The allowance of one destination, and the starts it let through: policy status
+ * shows them so that the pace can be checked from hsmd's own clock over any stretch
+ * (the bytes started in [t_i, t_j) never exceed rate * (t_j - t_i) + one burst),
+ * which a stopwatch outside cannot do on a loaded machine. */
 struct pe_bucket {
 	char dest[HSM_SITE_MAX + 1];
 	double tokens;
 	double last;
+	uint64_t started, bytes;	   /* every paced start, for the totals */
+	struct pe_start starts[PE_STARTS]; /* a ring: the latest at (started - 1) % N */
 	struct pe_bucket *next;
 };
 
@@ -502,22 +516,27 @@ static struct pe_bucket *pe_bucket(struct policy_engine *pe, const char *dest)
 	return b;
 }
 
-/* 1 if a transfer of size bytes to/from dest may start now (and takes its tokens):
+/* The rate in force for dest now: POLICY_RATE_UNLIMITED without a policy. */
+static uint64_t pe_rate(struct policy_engine *pe, const char *dest)
+{
+	struct tm tm;
+	time_t t = time(NULL);
+
+	if (!pe->cur)
+		return POLICY_RATE_UNLIMITED;
+	localtime_r(&t, &tm);
+	return policy_rate(pe->cur->p, dest, (tm.tm_wday + 6) % 7, tm.tm_hour * 60 + tm.tm_min);
+}
+
+/* 1 if a transfer of size bytes to/from dest may start at now (and takes its tokens):
  * the window is open and the bucket is not in debt. Paced per file: a file larger
  * than the burst puts the bucket in debt and the next waits until it is paid, so the
  * rate holds over any stretch of several files. */
-static int pe_may_start(struct policy_engine *pe, const char *dest, uint64_t size)
+static int pe_may_start(struct policy_engine *pe, const char *dest, uint64_t size, double now)
 {
 	struct pe_bucket *b;
-	struct tm tm;
-	time_t t = time(NULL);
-	uint64_t rate;
-	double now;
+	uint64_t rate = pe_rate(pe, dest);
 
-	if (!pe->cur)
-		return 1;
-	localtime_r(&t, &tm);
-	rate = policy_rate(pe->cur->p, dest, (tm.tm_wday + 6) % 7, tm.tm_hour * 60 + tm.tm_min);
 	if (rate == POLICY_RATE_UNLIMITED)
 		return 1;
 	if (rate == 0)
@@ -525,7 +544,6 @@ static int pe_may_start(struct policy_engine *pe, const char *dest, uint64_t siz
 	b = pe_bucket(pe, dest);
 	if (!b)
 		return 1;
-	now = pe_now();
 	b->tokens += (now - b->last) * (double)rate;
 	b->last = now;
 	if (b->tokens > (double)rate * PE_BURST)
@@ -534,6 +552,24 @@ static int pe_may_start(struct policy_engine *pe, const char *dest, uint64_t siz
 		return 0;
 	b->tokens -= (double)size;
 	return 1;
+}
+
+/* Remembers a transfer that started under a limit. Kept apart from pe_may_start so
+ * that the record is of what did start, whatever the bucket decided. */
+static void pe_note_start(struct policy_engine *pe, const char *dest, uint64_t size, double now)
+{
+	uint64_t rate = pe_rate(pe, dest);
+	struct pe_bucket *b;
+	struct pe_start *s;
+
+	if (rate == POLICY_RATE_UNLIMITED || !(b = pe_bucket(pe, dest)))
+		return;
+	s = &b->starts[b->started % PE_STARTS];
+	s->t = now;
+	s->bytes = size;
+	s->rate = rate;
+	b->started++;
+	b->bytes += size;
 }
 
 static void pe_job_done(void *arg, int ok, const char *error)
@@ -588,6 +624,7 @@ static void pe_run_cb(struct ev_loop *loop, ev_timer *t, int revents)
 	while (pe->in_fly < jobs) {
 		unsigned others = recall_active(&h->mv);
 		struct pe_job *job = NULL;
+		double now = pe_now();
 		int c;
 
 		others = others > pe->own_recalls ? others - pe->own_recalls : 0;
@@ -598,7 +635,7 @@ static void pe_run_cb(struct ev_loop *loop, ev_timer *t, int revents)
 
 			if (!head)
 				continue;
-			if (c != PE_RELEASE && !pe_may_start(pe, head->dest, head->size))
+			if (c != PE_RELEASE && !pe_may_start(pe, head->dest, head->size, now))
 				continue;
 			job = head;
 			pe->qhead[c] = head->qnext;
@@ -610,6 +647,8 @@ static void pe_run_cb(struct ev_loop *loop, ev_timer *t, int revents)
 		if (!job)
 			return;
 		pe->in_fly++;
+		if (job->cls != PE_RELEASE)
+			pe_note_start(pe, job->dest, job->size, now);
 		if (job->cls == PE_PREFETCH)
 			pe->own_recalls++;
 		if (ops_run_file(h, pe_class_verb[job->cls], job->path, pe_job_done, job) < 0) {
@@ -1357,6 +1396,43 @@ void policy_engine_free(struct policy_engine *pe)
 
 /* ---- the control verb ---- */
 
+/* {DEST: {"rate","burst","started","bytes","starts":[{"t","bytes","rate"}...]}}: the
+ * rate and burst in force now (rate null when unlimited), the starts oldest first. */
+static struct json_object *pe_limits_json(struct policy_engine *pe)
+{
+	struct json_object *l = json_object_new_object();
+
+	for (const struct pe_bucket *b = pe->buckets; b; b = b->next) {
+		struct json_object *o = json_object_new_object(), *a = json_object_new_array();
+		uint64_t rate = pe_rate(pe, b->dest);
+		uint64_t n = b->started < PE_STARTS ? b->started : PE_STARTS;
+
+		for (uint64_t i = b->started - n; i < b->started; i++) {
+			const struct pe_start *s = &b->starts[i % PE_STARTS];
+			struct json_object *e = json_object_new_object();
+
+			json_object_object_add(e, "t", json_object_new_double(s->t));
+			json_object_object_add(e, "bytes",
+					       json_object_new_int64((int64_t)s->bytes));
+			json_object_object_add(e, "rate", json_object_new_int64((int64_t)s->rate));
+			json_object_array_add(a, e);
+		}
+		json_object_object_add(
+		    o, "rate",
+		    rate == POLICY_RATE_UNLIMITED ? NULL : json_object_new_int64((int64_t)rate));
+		json_object_object_add(
+		    o, "burst",
+		    rate == POLICY_RATE_UNLIMITED
+			? NULL
+			: json_object_new_int64((int64_t)((double)rate * PE_BURST)));
+		json_object_object_add(o, "started", json_object_new_int64((int64_t)b->started));
+		json_object_object_add(o, "bytes", json_object_new_int64((int64_t)b->bytes));
+		json_object_object_add(o, "starts", a);
+		json_object_object_add(l, b->dest, o);
+	}
+	return l;
+}
+
 static void pe_status(struct policy_engine *pe, struct ctl_conn *c)
 {
 	struct json_object *r = json_object_new_object(), *q = json_object_new_object();
@@ -1389,6 +1465,7 @@ static void pe_status(struct policy_engine *pe, struct ctl_conn *c)
 		json_object_object_add(q, pe_class_name[i], o);
 	}
 	json_object_object_add(r, "jobs", q);
+	json_object_object_add(r, "limits", pe_limits_json(pe));
 	json_object_object_add(r, "in_flight", json_object_new_int(pe->in_fly));
 	json_object_object_add(r, "paused", json_object_new_boolean(pe->paused));
 	ctl_end(c, 1, 0, 0, NULL, r);

@@ -58,6 +58,9 @@ void nsync_serve_changes(struct nsync *ns, struct https_req *req, const char *pe
 struct json_object *nsync_conflicts(struct nsync *ns);
 /* Records from peers applied since start, all peers. */
 uint64_t nsync_applied(const struct nsync *ns);
+/* Long-polls of peers on this site's feed answered at once because a change came (not
+ * when their wait ran out): how a test sees a change pushed rather than picked up late. */
+uint64_t nsync_feed_wakeups(const struct nsync *ns);
 /* Per peer and volume: cursor, state, last error. */
 struct json_object *nsync_status(struct nsync *ns);
 

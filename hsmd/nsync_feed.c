@@ -609,9 +609,15 @@ static void ns_wake(struct nsync *ns, const char *volume)
 		}
 		*pp = w->next;
 		ev_timer_stop(ns->h->loop, &w->timer);
+		ns->wakeups++;
 		ns_feed_answer(ns, w->req, w->volume, w->since, w->max, 1);
 		free(w);
 	}
+}
+
+uint64_t nsync_feed_wakeups(const struct nsync *ns)
+{
+	return ns ? ns->wakeups : 0;
 }
 
 static int ns_query_u64(struct https_req *req, const char *key, uint64_t def, uint64_t max,

@@ -60,6 +60,7 @@ struct nsync {
 	struct http_client *hc;
 	struct ns_puller *pullers;
 	struct ns_waiter *waiters;
+	uint64_t wakeups;	    /* waiters answered by a change, see nsync_feed_wakeups */
 	char *rmdirs[NS_RMDIR_MAX]; /* "VOLUME\0PATH" of directories to remove once empty */
 	struct hsm_fid writes[NS_WRITES_MAX]; /* see nsync_note_write */
 	size_t nwrites;

@@ -610,10 +610,11 @@ static void ops_metrics(struct hsmd *h, struct ctl_conn *c)
 	}
 	{
 		struct peer_data_stats pds;
-		uint64_t applied = 0;
+		uint64_t applied = 0, wakeups = 0;
 
 		peer_data_stats(&pds);
 		applied = nsync_applied(h->ns);
+		wakeups = nsync_feed_wakeups(h->ns);
 		const struct {
 			const char *name, *type, *help;
 			uint64_t v;
@@ -650,6 +651,9 @@ static void ops_metrics(struct hsmd *h, struct ctl_conn *c)
 		     "Manifests computed for other sites (cache misses).", pds.manifests_hashed},
 		    {"hsm_sync_records_applied_total", "counter",
 		     "Namespace records from peers applied here.", applied},
+		    {"hsm_sync_feed_wakeups_total", "counter",
+		     "Peers' long-polls of this site's feed answered at once by a change.",
+		     wakeups},
 		};
 
 		for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++)

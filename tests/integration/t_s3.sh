@@ -4,7 +4,7 @@
 #  - multipart: chunk_size 8M, multipart_threshold 5M, part_size 5M, a 40 MiB file;
 #  - wrong credentials: archive fails (exit 1, says why), the file stays resident;
 #    a stub cannot be recalled (EIO, never zeros);
-#  - the store unreachable (moto stopped): EIO within the retry budget, then a read
+#  - the store unreachable (moto stopped): EIO once hsmd's retries are spent, then a read
 #    works once it is back.
 . "$(dirname "$0")/lib.sh"
 it_setup_root
@@ -143,7 +143,7 @@ if ok 'hsmd_start' "multipart: hsmd starts (chunk_size 8M, part_size 5M)"; then
 	kill -CONT "$MOTO_PID"
 	tap_diag "unreachable: the read ended after $((SECONDS - s)) s with status $rc"
 	ok '[ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && grep -q "Input/output error" "$T/got.err"' \
-		"unreachable: reading a stub fails with EIO within the retry budget" \
+		"unreachable: reading a stub fails with EIO (hsmd gives up, the read is not killed)" \
 		"rc=$rc $(cat "$T/got.err")"
 	ok '[ ! -s "$T/got" ]' "unreachable: no bytes were returned"
 	is "$(state_of "$f")" stub "unreachable: the file stays a stub"

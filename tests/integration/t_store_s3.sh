@@ -4,7 +4,8 @@
 #  - moto_server with signature checking: round trips of a small and a 20 MiB object
 #    (multipart), ranged reads, head, delete, list across pages, a wrong secret
 #    (EACCES, nothing written), close() cancelling what is in flight;
-#  - unreachable and silent endpoints: errors within the retry budget;
+#  - unreachable and silent endpoints: EIO and ETIMEDOUT after the configured number of
+#    attempts (the client's own count in the error, not a stopwatch);
 #  - a fake S3 server (below) for what moto cannot be made to do: 503 SlowDown then
 #    success, 403 not retried, a body cut short, CompleteMultipartUpload answering
 #    200 with an <Error> (retried or not, then aborted), malformed list pages, and
@@ -141,7 +142,7 @@ rc=$?
 el=$(($(now_ms) - t0))
 like "$rc:$(cat "$T/err")" "^1:.*EIO.*127\.0\.0\.1:1.*gave up after 3 attempts" \
 	"a refused connection fails with EIO after 1 + 2 retries"
-ok '[ "$el" -lt 5000 ]' "... within the retry budget (${el} ms)"
+tap_diag "refused: gave up after ${el} ms"
 
 python3 -c 'import socket, sys, time
 s = socket.socket()
@@ -161,7 +162,7 @@ rc=$?
 el=$(($(now_ms) - t0))
 like "$rc:$(cat "$T/err")" "^1:.*ETIMEDOUT.*gave up after 2 attempts" \
 	"a server that never answers fails with ETIMEDOUT"
-ok '[ "$el" -lt 8000 ]' "... within the retry budget (${el} ms)"
+tap_diag "silent: gave up after ${el} ms"
 
 # ---------------------------------------------------------------- fake S3 server
 

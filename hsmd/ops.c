@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "hsmd/catalog.h"
+#include "hsmd/guard_link.h"
 #include "hsmd/control.h"
 #include "hsmd/dupfid.h"
 #include "hsmd/intercept.h"
@@ -585,6 +586,8 @@ static void ops_status(struct hsmd *h, struct ctl_conn *c)
 	json_object_object_add(r, "scanning", json_object_new_boolean(h->scanning > 0));
 	json_object_object_add(r, "uptime",
 			       json_object_new_int64((int64_t)(time(NULL) - h->started)));
+	/* 0 while the guard is away: the volumes then fail open if hsmd stops. */
+	json_object_object_add(r, "guard_pid", json_object_new_int(guard_link_pid(h->guard)));
 	free(oc);
 	ctl_end(c, 1, 0, 0, NULL, r);
 }
@@ -638,6 +641,11 @@ static void ops_metrics(struct hsmd *h, struct ctl_conn *c)
 		    {"hsm_events_denied_total", "counter", "Permission events denied (EIO).",
 		     h->ev_denied},
 		    {"hsm_recalls_active", "gauge", "Recalls in flight.", recall_active(&h->mv)},
+		    {"hsm_events_from_guard_total", "counter",
+		     "Accesses hsmd-guard held while no hsmd ran, taken over by this one.",
+		     h->ev_from_guard},
+		    {"hsm_guard_attached", "gauge", "1 while attached to hsmd-guard.",
+		     (uint64_t)guard_link_attached(h->guard)},
 		    {"hsm_recalls_from_peers_total", "counter", "Recalls served by another site.",
 		     h->mv.recalls_from_peers},
 		    {"hsm_recall_bytes_from_peers_total", "counter",

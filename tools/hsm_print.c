@@ -383,6 +383,14 @@ void hsm_print_status(FILE *f, json_object *result)
 	hsm_put_jstr(f, print_jget(result, "store"));
 	print_fmt_uptime(hsm_ju64(result, "uptime"), up);
 	fprintf(f, "\nuptime:    %s\n", print_jget(result, "uptime") ? up : "-");
+	if (print_jget(result, "guard_pid")) {
+		uint64_t g = hsm_ju64(result, "guard_pid");
+
+		if (g)
+			fprintf(f, "guard:     hsmd-guard pid %" PRIu64 "\n", g);
+		else
+			fputs("guard:     NONE (stubs fail open if hsmd stops now)\n", f);
+	}
 	fprintf(f, "recalls:   %" PRIu64 " done, %" PRIu64 " failed\n",
 		hsm_ju64(result, "recalls_done"), hsm_ju64(result, "recalls_failed"));
 	print_status_queues(f, print_jget(result, "queues"));

@@ -155,6 +155,8 @@ crash_guard_then_hsmd() {
 	ok '[ -n "$g1" ] && [ "$g1" != "$g0" ]' "$fs/guard: a new guard runs (old $g0, new ${g1:-none})"
 	ok 'wait_for 20 grep -q "adopted the fanotify group" "$HSMD_LOG"' \
 		"$fs/guard: the new guard adopted hsmd's group"
+	ok 'wait_for 10 test "$(status_get guard_pid)" = "$g1"' \
+		"$fs/guard: hsm status names the new guard ($(status_get guard_pid))"
 	start_readers "$d"
 	wait_recall_started "$d"
 	hsmd_kill

@@ -129,6 +129,22 @@ static int notify_relink(struct hsmd *h, struct hsmd_vol *v, const struct hsm_fi
 	return r.moved;
 }
 
+/* Whether nobody has the file open for writing (nor mapped shared and writable): the
+ * kernel refuses a read lease while anyone does. Then a write event has no close to
+ * come after it. An error other than that refusal counts as a writer: its close
+ * then notes the change, as before. */
+static int notify_no_writer(struct hsmd_vol *v, const char *rel, int fd)
+{
+	if (fcntl(fd, F_SETLEASE, F_RDLCK) < 0) {
+		if (errno != EAGAIN)
+			log_warn("%s/%s: read lease to look for writers", v->cfg->path, rel);
+		return 0;
+	}
+	if (fcntl(fd, F_SETLEASE, F_UNLCK) < 0)
+		log_warn("%s/%s: dropping a read lease", v->cfg->path, rel);
+	return 1;
+}
+
 static void notify_file(struct hsmd *h, uint64_t mask, struct hsmd_vol *v, int dirfd,
 			const char *dirrel, const char *name)
 {
@@ -193,6 +209,11 @@ static void notify_file(struct hsmd *h, uint64_t mask, struct hsmd_vol *v, int d
 			scan_note(h, v, rel, &sb, &st, NULL, CAT_J_MODIFY);
 		} else if (r == 1) {
 			scan_note(h, v, rel, &sb, &st, NULL, CAT_J_CREATE);
+		} else if (r == 0 && notify_no_writer(v, rel, fd)) {
+			/* truncate(2) by path: no close will bring this change, and left
+			 * unseen it would become a new version when the file is archived */
+			nsync_take_write(h, &st.fid);
+			scan_note(h, v, rel, &sb, &st, NULL, CAT_J_MODIFY);
 		}
 		goto out;
 	}

@@ -225,6 +225,16 @@ static void scan_add(struct scan_job *j, const char *rel, const struct stat *sb,
 	j->n++;
 }
 
+/* Reading a directory sets its atime unless opened O_NOATIME: the start-up scan would
+ * leave every directory of the volume "accessed" by hsmd. EPERM: not ours to ask. */
+static int scan_opendir(int at, const char *name)
+{
+	int flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+	int fd = openat(at, name, flags | O_NOATIME);
+
+	return fd < 0 && errno == EPERM ? openat(at, name, flags) : fd;
+}
+
 static void scan_dir(struct scan_job *j, int dfd, const char *rel, dev_t dev, int depth)
 {
 	DIR *d = fdopendir(dfd);
@@ -251,8 +261,7 @@ static void scan_dir(struct scan_job *j, int dfd, const char *rel, dev_t dev, in
 		if (S_ISDIR(sb.st_mode)) {
 			if (depth > 256)
 				continue;
-			fd = openat(dirfd(d), e->d_name,
-				    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			fd = scan_opendir(dirfd(d), e->d_name);
 			if (fd >= 0)
 				scan_dir(j, fd, path, dev, depth + 1);
 		} else if (S_ISREG(sb.st_mode)) {
@@ -283,7 +292,7 @@ static void scan_work(void *arg)
 {
 	struct scan_job *j = arg;
 	struct stat sb;
-	int fd = openat(j->root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int fd = scan_opendir(j->root_fd, ".");
 
 	if (fd < 0 || fstat(fd, &sb) < 0) {
 		log_warn("scan: volume %s", j->v->cfg->name);

@@ -79,5 +79,15 @@ int path_open_beneath(int root_fd, const char *rel, int flags, unsigned mode)
 	    .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV,
 	};
 
+	int fd;
+
+	/* hsmd reads files and directories it does not own the times of: an archive or a
+	 * peer's fetch must not show up as an access. Only the owner or CAP_FOWNER may
+	 * ask for that (EPERM otherwise): then open as asked. */
+	how.flags |= O_NOATIME;
+	fd = (int)syscall(SYS_openat2, root_fd, *rel ? rel : ".", &how, sizeof(how));
+	if (fd >= 0 || errno != EPERM)
+		return fd;
+	how.flags = (unsigned)(flags | O_NOFOLLOW | O_CLOEXEC);
 	return (int)syscall(SYS_openat2, root_fd, *rel ? rel : ".", &how, sizeof(how));
 }

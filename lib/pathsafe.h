@@ -17,7 +17,8 @@ int path_check_absolute(const char *p, size_t len, char *err, size_t errlen);
 int path_check_relative(const char *p, char *err, size_t errlen);
 /* openat2 beneath root_fd: no "..", no absolute symlinks, no magic links, no mount
  * crossing; the final component is never followed when it is a symlink (O_NOFOLLOW).
- * rel "" opens the root itself. Returns an fd or -1 with errno. */
+ * rel "" opens the root itself. O_NOATIME is added where the caller may have it.
+ * Returns an fd or -1 with errno. */
 int path_open_beneath(int root_fd, const char *rel, int flags, unsigned mode);
 
 #endif

@@ -228,8 +228,11 @@ static void notify_file(struct hsmd *h, uint64_t mask, struct hsmd_vol *v, int d
 		notify_mark_dirty(h, fd, &st);
 	if (mask & (FAN_CREATE | FAN_MOVED_TO)) {
 		/* A new file's content comes with its close: publishing it now would cost
-		 * the peers a version of it that nobody wrote on purpose. */
-		h->ns_quiet = (mask & FAN_CREATE) && !(mask & (FAN_CLOSE_WRITE | FAN_MOVED_TO));
+		 * the peers a version of it that nobody wrote on purpose. No close comes
+		 * when nobody has it open for writing (a hard link, then a truncate(2) of
+		 * it): left unpublished, its archive would make the version. */
+		h->ns_quiet = (mask & FAN_CREATE) && !(mask & (FAN_CLOSE_WRITE | FAN_MOVED_TO)) &&
+			      !notify_no_writer(v, rel, fd);
 		if (mask & FAN_CLOSE_WRITE)
 			nsync_take_write(h, &st.fid);
 		scan_note(h, v, rel, &sb, &st, NULL, CAT_J_CREATE);

@@ -102,6 +102,13 @@ static int sup_admin_mounts(struct hsm_config *cfg, char admin[][4200])
 			log_warn("volume %s: cannot bind %s on %s", v->name, v->backing, admin[i]);
 			return -1;
 		}
+		/* hsmd only looks: its reads (scan, archive, readlink of symlinks for the
+		 * other sites) must not change atimes. A bind mount takes per-mount flags only
+		 * on a remount. */
+		if (mount(NULL, admin[i], NULL, MS_REMOUNT | MS_BIND | MS_NOATIME, NULL) < 0) {
+			log_warn("volume %s: cannot make %s noatime", v->name, admin[i]);
+			return -1;
+		}
 	}
 	return 0;
 }

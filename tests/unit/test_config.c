@@ -293,7 +293,7 @@ static const struct bad_case bad_cases[] = {
     /* lines */
     {SITE "nam = x\n", "t.conf:3: unknown key \"nam\" in [site]: expected one of name, "
 		       "state_dir, socket, socket_group, log_level, workers, listen, tls_ca, "
-		       "tls_cert, tls_key, peer_timeout, policy, policy_jobs"},
+		       "tls_cert, tls_key, peer_timeout, policy, policy_jobs, guard, guard_socket, guard_hold"},
     {SITE "[store]\nbucket = x\n",
      "t.conf:4: unknown key \"bucket\" in [store]: expected "
      "one of url, endpoint, region, credentials, chunk_size, multipart_threshold, "
@@ -302,7 +302,7 @@ static const struct bad_case bad_cases[] = {
 				    "expected one of path, backing, recall, peers"},
     {SITE "Name = x\n", "t.conf:3: unknown key \"Name\" in [site]: expected one of name, "
 			"state_dir, socket, socket_group, log_level, workers, listen, tls_ca, "
-			"tls_cert, tls_key, peer_timeout, policy, policy_jobs"},
+			"tls_cert, tls_key, peer_timeout, policy, policy_jobs, guard, guard_socket, guard_hold"},
     {SITE "name = ldn\n", "t.conf:3: duplicate key \"name\" in [site] (first set at "
 			  "line 2)"},
     {SITE "[volume v]\npath = /a\nrecall = open\npath = /b\n",
@@ -314,7 +314,7 @@ static const struct bad_case bad_cases[] = {
     {"[site]\n\"name\" = ny\n",
      "t.conf:2: unknown key \"\\x22name\\x22\" in [site]: "
      "expected one of name, state_dir, socket, socket_group, log_level, "
-     "workers, listen, tls_ca, tls_cert, tls_key, peer_timeout, policy, policy_jobs"},
+     "workers, listen, tls_ca, tls_cert, tls_key, peer_timeout, policy, policy_jobs, guard, guard_socket, guard_hold"},
     {"[site]\n= ny\n", "t.conf:2: missing key before \"=\", found \"= ny\""},
     {"[site]\nname =\n", "t.conf:2: missing value for \"name\""},
     {"[site]\nname = # none\n", "t.conf:2: missing value for \"name\""},

@@ -22,8 +22,8 @@ struct peers;
 
 struct worker_args {
 	struct hsm_config *cfg;
-	int notify_fd; /* notification group, owned by the supervisor */
-	int ctl_fd;    /* listening control socket, owned by the supervisor */
+	int notify_fd;	     /* notification group, owned by the supervisor */
+	int ctl_fd;	     /* listening control socket, owned by the supervisor */
 	char (*admin)[4200]; /* admin mount path of each volume */
 };
 

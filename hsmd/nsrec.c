@@ -1,5 +1,7 @@
 #include "hsmd/nsrec.h"
 
+#include "lib/hex.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -50,17 +52,6 @@ int ns_escape(const char *in, char *out, size_t cap)
 	return (int)o;
 }
 
-static int ns_hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 int ns_unescape(const char *in, size_t len, char *out, size_t cap)
 {
 	size_t o = 0;
@@ -73,8 +64,8 @@ int ns_unescape(const char *in, size_t len, char *out, size_t cap)
 
 			if (i + 2 >= len)
 				return -1;
-			hi = ns_hexval(in[i + 1]);
-			lo = ns_hexval(in[i + 2]);
+			hi = hex_digit(in[i + 1]);
+			lo = hex_digit(in[i + 2]);
 			if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
 				return -1;
 			c = (char)(hi << 4 | lo);
@@ -294,7 +285,7 @@ static int ns_parse_arch(const char *f, size_t n, struct ns_rec *r)
 	    ns_time(s[2], l[2], &r->archived_mtime_sec, &r->archived_mtime_nsec) < 0 || l[3] != 64)
 		return -1;
 	for (int i = 0; i < 32; i++) {
-		int hi = ns_hexval(s[3][2 * i]), lo = ns_hexval(s[3][2 * i + 1]);
+		int hi = hex_digit(s[3][2 * i]), lo = hex_digit(s[3][2 * i + 1]);
 
 		if (hi < 0 || lo < 0)
 			return -1;

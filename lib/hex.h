@@ -8,6 +8,8 @@
 
 /* Writes 2*len lowercase hex digits and a NUL into out (2*len+1 bytes). */
 void hex_encode(const uint8_t *in, size_t len, char *out);
+/* The value of one hex digit (any case), or -1. */
+int hex_digit(char c);
 /* Decodes the first 2*outlen characters of in, which must all be hex digits (any
  * case); what follows them is not looked at. Returns 0, or -1 on a non-hex digit
  * (a NUL inside counts as one, so a short string fails safely). */

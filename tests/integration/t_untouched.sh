@@ -76,8 +76,7 @@ declare -A S0
 i=0
 for o in $OBJS; do
 	S0[$o]=$(times_of "$o")
-	check=is
-		$check "$(field "${S0[$o]}" 1-2)" \
+	is "$(field "${S0[$o]}" 1-2)" \
 		"$(((978307200 + i) * 1000000000 + 123456789)) $(((1012608000 + i) * 1000000000 + 987654321))" \
 		"$o: the atime and mtime set are still there after hsmd saw the change"
 	i=$((i + 1))

@@ -83,8 +83,10 @@ int path_open_beneath(int root_fd, const char *rel, int flags, unsigned mode)
 
 	/* hsmd reads files and directories it does not own the times of: an archive or a
 	 * peer's fetch must not show up as an access. Only the owner or CAP_FOWNER may
-	 * ask for that (EPERM otherwise): then open as asked. */
-	how.flags |= O_NOATIME;
+	 * ask for that (EPERM otherwise): then open as asked. openat2 refuses any flag
+	 * beside O_PATH (EINVAL), and an O_PATH open reads nothing anyway. */
+	if (!(flags & O_PATH))
+		how.flags |= O_NOATIME;
 	fd = (int)syscall(SYS_openat2, root_fd, *rel ? rel : ".", &how, sizeof(how));
 	if (fd >= 0 || errno != EPERM)
 		return fd;

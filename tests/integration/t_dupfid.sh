@@ -129,7 +129,9 @@ rm -f "$V/h"
 vt cp -a "$T/h.bak" "$V/h"
 sleep 1
 is "$(xfid "$V/h")" "$fh" "h: the restored file keeps its fid"
-ok_cmd "h: release of the restored file" hsm release "$V/h"
+# cp writes the data before the record: when hsmd handles that write after the record
+# is there, it takes it for a change and the restore is archived again (same chunks).
+ok_cmd "h: release of the restored file" archive_release "$V/h"
 is "$(sha "$V/h")" "$sh_" "h: it reads back"
 
 # 8. Restart with a rebuilt catalog: copies made while hsmd was down are told apart too.

@@ -442,6 +442,39 @@ static void guard_shutdown(struct guard *g)
 		  "runs again");
 }
 
+/* SIGHUP (hsmd's reload passes it on): the hold time, the log level and the marks of
+ * volumes added since. The socket and the lock are what hsmd finds us by: they stay. */
+static void guard_reload(struct guard *g)
+{
+	struct hsm_config *n;
+	char err[1024];
+
+	if (config_load(g->cfg->file, &n, err, sizeof(err)) < 0 ||
+	    config_check_volumes(n, err, sizeof(err)) < 0) {
+		log_warnx("reload: %s; keeping the configuration loaded before", err);
+		config_free(n);
+		return;
+	}
+	for (size_t i = 0; i < n->nvolumes; i++)
+		if (!config_volume(g->cfg, n->volumes[i].name) &&
+		    fan_mark_filesystem(g->perm_fd, HSM_FAN_PERM_MASK, n->volumes[i].path) < 0) {
+			log_warn("reload: volume %s: cannot watch %s", n->volumes[i].name,
+				 n->volumes[i].path);
+			config_free(n);
+			return;
+		}
+	if (strcmp(n->guard_socket, g->cfg->guard_socket))
+		log_warnx("reload: guard_socket changed: hsmd-guard keeps %s until it is restarted",
+			  g->cfg->guard_socket);
+	free(n->guard_socket);
+	n->guard_socket = g->cfg->guard_socket;
+	g->cfg->guard_socket = NULL;
+	config_free(g->cfg);
+	g->cfg = n;
+	log_set_level(n->log_level);
+	log_info("reload: guarding %zu volume(s) (hold %g s)", n->nvolumes, n->guard_hold);
+}
+
 static int guard_loop(struct guard *g)
 {
 	for (;;) {
@@ -460,10 +493,13 @@ static int guard_loop(struct guard *g)
 		if (p[0].revents) {
 			struct signalfd_siginfo si;
 
-			if (read(g->sig_fd, &si, sizeof(si)) == sizeof(si) &&
-			    si.ssi_signo != SIGHUP) {
-				guard_shutdown(g);
-				return 0;
+			if (read(g->sig_fd, &si, sizeof(si)) == sizeof(si)) {
+				if (si.ssi_signo == SIGHUP) {
+					guard_reload(g);
+				} else {
+					guard_shutdown(g);
+					return 0;
+				}
 			}
 		}
 		/* A client's EOF before any accept: its band is cleared before a new hsmd

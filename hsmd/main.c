@@ -6,7 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "hsmd/policy_run.h"
+#include "hsmd/reload.h"
 #include "hsmd/supervisor.h"
 #include "lib/config.h"
 #include "lib/log.h"
@@ -17,14 +17,14 @@ static void usage(FILE *out)
 		"usage: hsmd [-c FILE] [-f] [-n] [-d]\n"
 		"  -c FILE  configuration file (default %s/hsm/hsmd.conf)\n"
 		"  -f       stay in the foreground and log to stderr\n"
-		"  -n       check the configuration and exit\n"
+		"  -n       check the configuration, say what a reload would change, exit\n"
 		"  -d       log debug messages\n",
 		SYSCONFDIR);
 }
 
 int main(int argc, char **argv)
 {
-	char path[4096], err[1024];
+	char path[4096], err[4096];
 	const char *conf = NULL;
 	struct hsm_config *cfg;
 	int foreground = 0, check = 0, debug = 0, c;
@@ -59,26 +59,13 @@ int main(int argc, char **argv)
 		snprintf(path, sizeof(path), "%s/hsm/hsmd.conf", SYSCONFDIR);
 		conf = path;
 	}
-	if (config_load(conf, &cfg, err, sizeof(err)) < 0) {
+	if (reload_load(conf, &cfg, err, sizeof(err)) < 0) {
 		fprintf(stderr, "hsmd: %s\n", err);
 		return 1;
-	}
-	if (config_check_volumes(cfg, err, sizeof(err)) < 0) {
-		fprintf(stderr, "hsmd: %s\n", err);
-		config_free(cfg);
-		return 1;
-	}
-	{
-		char perr[4096];
-
-		if (policy_engine_check(cfg, perr, sizeof(perr)) < 0) {
-			fprintf(stderr, "hsmd: %s\n", perr);
-			config_free(cfg);
-			return 1;
-		}
 	}
 	if (check) {
 		printf("%s: configuration OK\n", conf);
+		reload_report(cfg, stdout);
 		config_free(cfg);
 		return 0;
 	}
@@ -90,7 +77,5 @@ int main(int argc, char **argv)
 		config_free(cfg);
 		return 1;
 	}
-	c = supervisor_run(cfg);
-	config_free(cfg);
-	return c;
+	return supervisor_run(cfg, debug);
 }

@@ -8,7 +8,9 @@
 
 struct hsm_config;
 
-/* Runs until SIGTERM/SIGINT; returns the process exit status. */
-int supervisor_run(struct hsm_config *cfg);
+/* Runs until SIGTERM/SIGINT and returns the process exit status; SIGHUP reloads the
+ * configuration file (hsmd/reload.h). Takes cfg over (freed when it returns). debug:
+ * log debug messages whatever the file says (hsmd -d). */
+int supervisor_run(struct hsm_config *cfg, int debug);
 
 #endif

@@ -17,6 +17,7 @@
 #include "hsmd/notify.h"
 #include "hsmd/nsync.h"
 #include "hsmd/peer.h"
+#include "hsmd/reload.h"
 #include "hsmd/policy_run.h"
 #include "hsmd/scan.h"
 #include "hsmd/sources.h"
@@ -98,20 +99,48 @@ static int worker_marks(struct hsmd *h)
 	return 0;
 }
 
-/* SIGHUP reloads the policy (the rest of the configuration is read at start). */
+/* The live part of a reload (hsmd/confdiff.h): the supervisor has checked the file,
+ * written it as the running configuration and restarts the worker for everything else,
+ * so only these keys can differ from what this worker started with. */
+static void worker_apply_live(struct hsmd *h, struct hsm_config *n)
+{
+	struct hsm_config *c = h->cfg;
+
+	c->log_level = h->debug ? LOG_LVL_DEBUG : n->log_level;
+	log_set_level(c->log_level);
+	c->policy_jobs = n->policy_jobs;
+	c->guard_hold = n->guard_hold;
+	if (c->policy_file && n->policy_file && strcmp(c->policy_file, n->policy_file)) {
+		/* The policy engine reads the name through h->cfg: take n's string over. */
+		free(c->policy_file);
+		c->policy_file = n->policy_file;
+		n->policy_file = NULL;
+	}
+}
+
+/* SIGHUP (sent by the supervisor after a reload): the live keys, then the policy file,
+ * which may have changed on its own. */
 static void worker_hup_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
 	struct hsmd *h = w->data;
-	char err[4096];
+	struct hsm_config *n;
+	char path[4200], err[4096];
 
 	(void)loop;
 	(void)revents;
+	reload_snapshot_path(h->cfg, path, sizeof(path));
+	if (config_load(path, &n, err, sizeof(err)) < 0) {
+		log_warnx("reload: %s; the worker keeps what it runs with", err);
+	} else {
+		worker_apply_live(h, n);
+		config_free(n);
+	}
 	if (!h->cfg->policy_file) {
-		log_info("SIGHUP: no policy file configured; nothing to reload");
+		log_info("reload: no policy file configured");
 		return;
 	}
 	if (policy_engine_reload(h->pe, err, sizeof(err)) == 0)
-		log_info("SIGHUP: policy reloaded");
+		log_info("reload: policy reloaded");
 }
 
 static int worker_open_volumes(struct hsmd *h, struct worker_args *wa)
@@ -173,6 +202,7 @@ int worker_main(struct worker_args *wa)
 
 	memset(&h, 0, sizeof(h));
 	h.cfg = wa->cfg;
+	h.debug = wa->debug;
 	h.perm_fd = -1;
 	h.notify_fd = wa->notify_fd;
 	h.started = time(NULL);

@@ -25,6 +25,7 @@ struct worker_args {
 	int notify_fd;	     /* notification group, owned by the supervisor */
 	int ctl_fd;	     /* listening control socket, owned by the supervisor */
 	char (*admin)[4200]; /* admin mount path of each volume */
+	int debug;	     /* hsmd -d: debug logging whatever the file says */
 };
 
 struct hsmd_vol {
@@ -47,6 +48,7 @@ struct hsmd {
 	ev_io perm_w, notify_w;
 	ev_signal term_w, int_w, hup_w;
 	ev_timer drain_w; /* stopping: waits for recalls in flight */
+	int debug;	  /* hsmd -d */
 	int drain_ticks;
 	struct hsmd_vol *vols;
 	size_t nvols;

@@ -1697,10 +1697,13 @@ static int cfg_load_text(const char *name, const char *text, size_t len, struct 
 	p->err = err;
 	p->errlen = errlen;
 	p->cfg = cfg_new();
-	if (!p->cfg || !(p->cfg->file = strdup(name))) {
+	if (!p->cfg || !(p->cfg->file = strdup(name)) || !(p->cfg->text = malloc(len + 1))) {
 		cfg_oom(p);
 		goto out;
 	}
+	memcpy(p->cfg->text, text, len);
+	p->cfg->text[len] = '\0';
+	p->cfg->text_len = len;
 	if (cfg_parse_text(p, text, len) < 0 || cfg_finish_site(p) < 0 || cfg_finish_store(p) < 0 ||
 	    cfg_finish_volumes(p) < 0 || cfg_finish_peers(p) < 0)
 		goto out;
@@ -1810,6 +1813,7 @@ void config_free(struct hsm_config *cfg)
 		return;
 	st = &cfg->store;
 	free(cfg->file);
+	free(cfg->text);
 	free(cfg->site);
 	free(cfg->state_dir);
 	free(cfg->socket_path);

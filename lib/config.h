@@ -77,7 +77,9 @@ struct hsm_volume_cfg {
 enum hsm_guard_mode { HSM_GUARD_AUTO = 0, HSM_GUARD_EXTERNAL = 1 };
 
 struct hsm_config {
-	char *file;			   /* the path it was loaded from */
+	char *file; /* the path it was loaded from */
+	char *text; /* the file as it was loaded (hsmd -n compares) */
+	size_t text_len;
 	char *site;			   /* required */
 	char *state_dir;		   /* default /var/lib/hsmd */
 	char *socket_path;		   /* default /run/hsmd/hsmd.sock */

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "hsmd/dupfid.h"
+#include "hsmd/emptied.h"
 #include "hsmd/fan.h"
 #include "hsmd/guard_link.h"
 #include "hsmd/scan.h"
@@ -123,6 +124,10 @@ static void intercept_handle(struct intercept_event *ev)
 	/* A copy that says stub over its own data keeps it (hsmd/dupfid.c). */
 	if (st.state == HSM_STATE_STUB)
 		dupfid_check_event(h, ev->fd, &st);
+	if (st.state == HSM_STATE_STUB && emptied_check_note(h, ev->fd, &st) < 0) {
+		intercept_answer(ev, EIO, 0);
+		return;
+	}
 	if (st.state != HSM_STATE_STUB) {
 		intercept_answer(ev, 0, 1);
 		return;

@@ -12,6 +12,7 @@
 
 #include "hsmd/catalog.h"
 #include "hsmd/dupfid.h"
+#include "hsmd/emptied.h"
 #include "hsmd/fan.h"
 #include "hsmd/nsync.h"
 #include "hsmd/scan.h"
@@ -60,22 +61,7 @@ static void notify_mark_dirty(struct hsmd *h, int fd, struct hsm_state *st)
 	uint8_t rec[HSM_XATTR_MAX];
 	int len;
 
-	st->state = HSM_STATE_RESIDENT;
-	st->version++;
-	snprintf(st->owner, sizeof(st->owner), "%s", h->cfg->site);
-	for (unsigned i = 0; i <= st->nvv; i++) {
-		if (i == st->nvv) {
-			if (st->nvv == HSM_VV_MAX)
-				break;
-			snprintf(st->vv[i].site, sizeof(st->vv[i].site), "%s", h->cfg->site);
-			st->vv[i].counter = 0;
-			st->nvv++;
-		}
-		if (!strcmp(st->vv[i].site, h->cfg->site)) {
-			st->vv[i].counter = st->version;
-			break;
-		}
-	}
+	hsm_state_local_write(st, h->cfg->site);
 	len = hsmx_encode(st, rec, sizeof(rec));
 	if (len < 0 || fsetxattr(fd, HSM_XATTR_NAME, rec, (size_t)len, XATTR_REPLACE) < 0)
 		log_warn("cannot mark a modified file dirty");
@@ -202,6 +188,8 @@ static void notify_file(struct hsmd *h, uint64_t mask, struct hsmd_vol *v, int d
 		/* A copy's first write must not dirty its original's record. */
 		if (r == 0 && (r = dupfid_check(h, v, rel, fd, &sb, &st)) < 0)
 			goto out;
+		if (r == 0 && emptied_check(h, fd, &st) < 0)
+			goto out;
 		if (r >= 0)
 			nsync_note_write(h, &st.fid);
 		if (r == 0 && st.state == HSM_STATE_ARCHIVED) {
@@ -224,6 +212,8 @@ static void notify_file(struct hsmd *h, uint64_t mask, struct hsmd_vol *v, int d
 	}
 	if (r == 0 && dupfid_check(h, v, rel, fd, &sb, &st) < 0)
 		goto out;
+	if (r == 0 && emptied_check(h, fd, &st) == 1)
+		mask |= FAN_MODIFY; /* a new content version, whatever the events said */
 	if ((mask & FAN_MODIFY) && st.state == HSM_STATE_ARCHIVED)
 		notify_mark_dirty(h, fd, &st);
 	if (mask & (FAN_CREATE | FAN_MOVED_TO)) {

@@ -11,6 +11,7 @@
 
 #include "hsmd/catalog.h"
 #include "hsmd/dupfid.h"
+#include "hsmd/emptied.h"
 #include "hsmd/nsync.h"
 #include "hsmd/worker.h"
 #include "lib/config.h"
@@ -343,6 +344,25 @@ out:
 	close(fd);
 }
 
+/* A recall-on-access stub emptied by an open with O_TRUNC while hsmd was away is an
+ * empty file (hsmd/emptied.h), not an interrupted recall: 1 if it was one. */
+static int scan_stub_emptied(struct hsmd *h, struct hsmd_vol *v, struct scan_found *f)
+{
+	int fd, r;
+
+	if (f->st.state != HSM_STATE_STUB || !(f->st.flags & HSM_FLAG_ON_ACCESS) ||
+	    f->sb.st_size != 0 || !f->st.archived_size)
+		return 0;
+	fd = path_open_beneath(v->root_fd, f->rel, O_RDONLY | O_NONBLOCK, 0);
+	if (fd < 0)
+		return 0;
+	r = emptied_check(h, fd, &f->st);
+	if (r == 1 && fstat(fd, &f->sb) < 0)
+		log_warn("%s/%s: stat", v->cfg->path, f->rel);
+	close(fd);
+	return r;
+}
+
 static void scan_done(void *arg)
 {
 	struct scan_job *j = arg;
@@ -357,7 +377,7 @@ static void scan_done(void *arg)
 			free(f->rel);
 			continue;
 		}
-		if (scan_stub_touched(f))
+		if (scan_stub_emptied(j->h, j->v, f) != 1 && scan_stub_touched(f))
 			scan_repair_stub(j->h, j->v, f->rel);
 		scan_note(j->h, j->v, f->rel, &f->sb, &f->st, NULL, CAT_J_CREATE);
 		free(f->rel);

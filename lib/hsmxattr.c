@@ -444,3 +444,24 @@ int hsmx_decode(const uint8_t *buf, size_t len, struct hsm_state *st, char *err,
 	}
 	return 0;
 }
+
+void hsm_state_local_write(struct hsm_state *st, const char *site)
+{
+	st->state = HSM_STATE_RESIDENT;
+	st->version++;
+	snprintf(st->owner, sizeof(st->owner), "%s", site);
+	for (unsigned i = 0; i <= st->nvv; i++) {
+		if (i == st->nvv) {
+			/* A full vector keeps its entries; the version still moves on. */
+			if (st->nvv == HSM_VV_MAX)
+				break;
+			snprintf(st->vv[i].site, sizeof(st->vv[i].site), "%s", site);
+			st->vv[i].counter = 0;
+			st->nvv++;
+		}
+		if (!strcmp(st->vv[i].site, site)) {
+			st->vv[i].counter = st->version;
+			break;
+		}
+	}
+}

@@ -59,7 +59,10 @@ int hsmx_encode(const struct hsm_state *st, uint8_t *buf, size_t cap);
 int hsmx_decode(const uint8_t *buf, size_t len, struct hsm_state *st, char *err, size_t errlen);
 
 int hsm_site_name_valid(const char *s);
-const char *hsm_state_name(int state);	   /* "resident", "archived", "stub", "?" */
+const char *hsm_state_name(int state); /* "resident", "archived", "stub", "?" */
+/* What a local change of the data makes of st: resident, the next version, owned by
+ * site, and site's version vector entry at that version. */
+void hsm_state_local_write(struct hsm_state *st, const char *site);
 int hsm_fid_generate(struct hsm_fid *fid); /* getrandom; -1 with errno on failure */
 void hsm_fid_hex(const struct hsm_fid *fid, char out[33]);
 int hsm_fid_parse(const char *hex, struct hsm_fid *fid);

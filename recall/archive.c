@@ -374,9 +374,17 @@ void archive_file(struct mover *mv, int fd, const struct hsm_state *st, archive_
 	job->ino = sb.st_ino;
 	job->next = mv->archives;
 	mv->archives = job;
-	if (st->state == HSM_STATE_STUB)
-		archive_fail(job, EINVAL, "is a stub (recall it first)");
-	else if (st->flags & HSM_FLAG_NOARCHIVE)
+	if (st->state == HSM_STATE_STUB && st->archived_version == st->version) {
+		/* Its data is the archived copy: `hsm archive -r` of a tree with stubs in it
+		 * has nothing to do for them. */
+		job->res.already = 1;
+		job->res.st = *st;
+		job->res.bytes = st->archived_size;
+	} else if (st->state == HSM_STATE_STUB) {
+		archive_fail(job, EINVAL, "is a stub of a version the store does not hold");
+	} else if (st->flags & HSM_FLAG_NOARCHIVE) {
 		archive_fail(job, EPERM, "has the noarchive flag");
-	pool_submit(mv->pool, job->e.err ? NULL : archive_start_work, archive_start_done, job);
+	}
+	pool_submit(mv->pool, job->e.err || job->res.already ? NULL : archive_start_work,
+		    archive_start_done, job);
 }

@@ -694,6 +694,39 @@ static void test_fid(void **state)
 	assert_false(hsm_fid_is_zero(&a));
 }
 
+/* A local change: resident, next version, this site the owner and in the vector. */
+static void test_local_write(void **state)
+{
+	struct hsm_state st;
+
+	(void)state;
+	memset(&st, 0, sizeof(st));
+	st.state = HSM_STATE_STUB;
+	st.version = 4;
+	snprintf(st.owner, sizeof(st.owner), "b");
+	st.nvv = 1;
+	snprintf(st.vv[0].site, sizeof(st.vv[0].site), "b");
+	st.vv[0].counter = 4;
+	hsm_state_local_write(&st, "a");
+	assert_int_equal(st.state, HSM_STATE_RESIDENT);
+	assert_int_equal(st.version, 5);
+	assert_string_equal(st.owner, "a");
+	assert_int_equal(st.nvv, 2);
+	assert_string_equal(st.vv[1].site, "a");
+	assert_int_equal(st.vv[1].counter, 5);
+	assert_int_equal(st.vv[0].counter, 4);
+	hsm_state_local_write(&st, "b");
+	assert_int_equal(st.nvv, 2);
+	assert_int_equal(st.vv[0].counter, 6);
+	/* a full vector keeps its entries; the version still moves on */
+	st.nvv = HSM_VV_MAX;
+	for (unsigned i = 0; i < HSM_VV_MAX; i++)
+		snprintf(st.vv[i].site, sizeof(st.vv[i].site), "s%u", i);
+	hsm_state_local_write(&st, "zz");
+	assert_int_equal(st.nvv, HSM_VV_MAX);
+	assert_int_equal(st.version, 7);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -720,6 +753,7 @@ int main(void)
 		cmocka_unit_test(test_site_names),
 		cmocka_unit_test(test_state_names),
 		cmocka_unit_test(test_fid),
+		cmocka_unit_test(test_local_write),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -73,7 +73,7 @@ struct rawspec {
 
 static void raw_build(struct raw *r, const struct rawspec *s)
 {
-	uint8_t fid[16] = { 0 };
+	uint8_t fid[16] = {0};
 	uint8_t mid[32];
 
 	memset(r, 0, sizeof(*r));
@@ -104,8 +104,14 @@ static void raw_build(struct raw *r, const struct rawspec *s)
 static struct rawspec raw_good(void)
 {
 	struct rawspec s = {
-		.format = 1, .state = 2, .flags = 1, .owner = "ny",
-		.owner_len = 2, .nsec = 5, .nvv = 2, .vv = { "ny", "ldn" },
+	    .format = 1,
+	    .state = 2,
+	    .flags = 1,
+	    .owner = "ny",
+	    .owner_len = 2,
+	    .nsec = 5,
+	    .nvv = 2,
+	    .vv = {"ny", "ldn"},
 	};
 	return s;
 }
@@ -180,22 +186,21 @@ static void test_crc_reference(void **state)
 static void test_golden_layout(void **state)
 {
 	static const uint8_t want[] = {
-		0x01, 0x02, 0x01,                               /* format, state, flags */
-		0xf0, 0xf1, 0xf2, 0xf3, 0xf4, 0xf5, 0xf6, 0xf7, /* fid */
-		0xf8, 0xf9, 0xfa, 0xfb, 0xfc, 0xfd, 0xfe, 0xff,
-		0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01, /* version */
-		0x02, 'n', 'y',                                 /* owner */
-		0x06, 0, 0, 0, 0, 0, 0, 0,                      /* archived_version */
-		0x00, 0x10, 0, 0, 0, 0, 0, 0,                   /* archived_size */
-		0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, /* manifest_id */
-		0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab,
-		0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab,
-		0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab,
-		0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, /* mtime sec = -2 */
-		0xff, 0xc9, 0x9a, 0x3b,                         /* nsec 999999999 */
-		0x02,                                           /* nvv */
-		0x02, 'n', 'y', 0x07, 0, 0, 0, 0, 0, 0, 0,
-		0x03, 'l', 'd', 'n', 0x03, 0, 0, 0, 0, 0, 0, 0,
+	    0x01, 0x02, 0x01,				    /* format, state, flags */
+	    0xf0, 0xf1, 0xf2, 0xf3, 0xf4, 0xf5, 0xf6, 0xf7, /* fid */
+	    0xf8, 0xf9, 0xfa, 0xfb, 0xfc, 0xfd, 0xfe, 0xff, 0x08, 0x07, 0x06, 0x05,
+	    0x04, 0x03, 0x02, 0x01,			    /* version */
+	    0x02, 'n',	'y',				    /* owner */
+	    0x06, 0,	0,    0,    0,	  0,	0,    0,    /* archived_version */
+	    0x00, 0x10, 0,    0,    0,	  0,	0,    0,    /* archived_size */
+	    0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, /* manifest_id */
+	    0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab,
+	    0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab, 0xab,
+	    0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, /* mtime sec = -2 */
+	    0xff, 0xc9, 0x9a, 0x3b,			    /* nsec 999999999 */
+	    0x02,					    /* nvv */
+	    0x02, 'n',	'y',  0x07, 0,	  0,	0,    0,    0,	  0,	0,    0x03,
+	    'l',  'd',	'n',  0x03, 0,	  0,	0,    0,    0,	  0,	0,
 	};
 	uint8_t buf[HSM_XATTR_MAX];
 	struct hsm_state st;
@@ -393,7 +398,7 @@ static void test_encode_capacity(void **state)
 
 static void test_decode_empty_and_long(void **state)
 {
-	uint8_t big[HSM_XATTR_MAX + 1] = { 1 };
+	uint8_t big[HSM_XATTR_MAX + 1] = {1};
 
 	(void)state;
 	expect_decode_error(big, 0, "empty record");
@@ -537,8 +542,8 @@ static void test_decode_bad_fid_and_nsec(void **state)
 
 static void test_decode_vv_count(void **state)
 {
-	static const char *sites[] = { "a", "b", "c", "d", "e", "f", "g", "h", "i",
-				       "j", "k", "l", "m", "n", "o", "p", "q" };
+	static const char *sites[] = {"a", "b", "c", "d", "e", "f", "g", "h", "i",
+				      "j", "k", "l", "m", "n", "o", "p", "q"};
 	struct rawspec s = raw_good();
 	struct hsm_state st;
 	char err[128];
@@ -730,30 +735,30 @@ static void test_local_write(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_crc_reference),
-		cmocka_unit_test(test_golden_layout),
-		cmocka_unit_test(test_roundtrip_many),
-		cmocka_unit_test(test_roundtrip_max),
-		cmocka_unit_test(test_roundtrip_extremes),
-		cmocka_unit_test(test_encode_rejects),
-		cmocka_unit_test(test_encode_capacity),
-		cmocka_unit_test(test_decode_empty_and_long),
-		cmocka_unit_test(test_decode_truncated_everywhere),
-		cmocka_unit_test(test_decode_trailing),
-		cmocka_unit_test(test_decode_format_version),
-		cmocka_unit_test(test_decode_bad_crc),
-		cmocka_unit_test(test_decode_bad_state),
-		cmocka_unit_test(test_decode_bad_flags),
-		cmocka_unit_test(test_decode_bad_owner),
-		cmocka_unit_test(test_decode_bad_fid_and_nsec),
-		cmocka_unit_test(test_decode_vv_count),
-		cmocka_unit_test(test_decode_vv_names),
-		cmocka_unit_test(test_decode_every_flip),
-		cmocka_unit_test(test_decode_small_errbuf),
-		cmocka_unit_test(test_site_names),
-		cmocka_unit_test(test_state_names),
-		cmocka_unit_test(test_fid),
-		cmocka_unit_test(test_local_write),
+	    cmocka_unit_test(test_crc_reference),
+	    cmocka_unit_test(test_golden_layout),
+	    cmocka_unit_test(test_roundtrip_many),
+	    cmocka_unit_test(test_roundtrip_max),
+	    cmocka_unit_test(test_roundtrip_extremes),
+	    cmocka_unit_test(test_encode_rejects),
+	    cmocka_unit_test(test_encode_capacity),
+	    cmocka_unit_test(test_decode_empty_and_long),
+	    cmocka_unit_test(test_decode_truncated_everywhere),
+	    cmocka_unit_test(test_decode_trailing),
+	    cmocka_unit_test(test_decode_format_version),
+	    cmocka_unit_test(test_decode_bad_crc),
+	    cmocka_unit_test(test_decode_bad_state),
+	    cmocka_unit_test(test_decode_bad_flags),
+	    cmocka_unit_test(test_decode_bad_owner),
+	    cmocka_unit_test(test_decode_bad_fid_and_nsec),
+	    cmocka_unit_test(test_decode_vv_count),
+	    cmocka_unit_test(test_decode_vv_names),
+	    cmocka_unit_test(test_decode_every_flip),
+	    cmocka_unit_test(test_decode_small_errbuf),
+	    cmocka_unit_test(test_site_names),
+	    cmocka_unit_test(test_state_names),
+	    cmocka_unit_test(test_fid),
+	    cmocka_unit_test(test_local_write),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

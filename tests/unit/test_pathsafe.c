@@ -9,7 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/openat2.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -50,6 +52,19 @@ static int tree_setup(void **state)
 	assert_true(t->root_fd >= 0);
 	*state = t;
 	return 0;
+}
+
+/* valgrind (3.19) does not know openat2 and fails it with ENOSYS: those runs can only
+ * check the path checks. */
+static void need_openat2(struct tree *t)
+{
+	struct open_how how = {.flags = O_PATH | O_CLOEXEC};
+	int fd = (int)syscall(SYS_openat2, t->root_fd, ".", &how, sizeof(how));
+
+	if (fd < 0 && errno == ENOSYS)
+		skip();
+	if (fd >= 0)
+		close(fd);
 }
 
 static int tree_teardown(void **state)
@@ -97,8 +112,10 @@ static void test_open_path(void **state)
 {
 	struct tree *t = *state;
 	struct stat sb;
-	int fd = path_open_beneath(t->root_fd, "d/g", O_PATH, 0);
+	int fd;
 
+	need_openat2(t);
+	fd = path_open_beneath(t->root_fd, "d/g", O_PATH, 0);
 	assert_true(fd >= 0);
 	assert_int_equal(fstat(fd, &sb), 0);
 	assert_true(S_ISREG(sb.st_mode));
@@ -112,8 +129,10 @@ static void test_open_read(void **state)
 {
 	struct tree *t = *state;
 	char buf[8];
-	int fd = path_open_beneath(t->root_fd, "f", O_RDONLY, 0);
+	int fd;
 
+	need_openat2(t);
+	fd = path_open_beneath(t->root_fd, "f", O_RDONLY, 0);
 	assert_true(fd >= 0);
 	assert_int_equal(read(fd, buf, sizeof(buf)), 4);
 	assert_memory_equal(buf, "data", 4);
@@ -124,8 +143,10 @@ static void test_open_create(void **state)
 {
 	struct tree *t = *state;
 	struct stat sb;
-	int fd = path_open_beneath(t->root_fd, "d/new", O_WRONLY | O_CREAT | O_EXCL, 0600);
+	int fd;
 
+	need_openat2(t);
+	fd = path_open_beneath(t->root_fd, "d/new", O_WRONLY | O_CREAT | O_EXCL, 0600);
 	assert_true(fd >= 0);
 	assert_int_equal(fstat(fd, &sb), 0);
 	assert_int_equal(sb.st_mode & 0777, 0600);
@@ -136,6 +157,7 @@ static void test_open_refuses_escapes(void **state)
 {
 	struct tree *t = *state;
 
+	need_openat2(t);
 	assert_int_equal(path_open_beneath(t->root_fd, "up/f", O_RDONLY, 0), -1);
 	assert_int_equal(errno, EXDEV);
 	assert_int_equal(path_open_beneath(t->root_fd, "../f", O_PATH, 0), -1);

@@ -1,5 +1,6 @@
 #include "hsmd/notify.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -115,6 +116,61 @@ static int notify_relink(struct hsmd *h, struct hsmd_vol *v, const struct hsm_fi
 	return r.moved;
 }
 
+/* Whether the file at rel (looked at without an open: no event, no lease break) carries
+ * fid. */
+static int notify_fid_at(struct hsmd_vol *v, const char *rel, const struct hsm_fid *fid)
+{
+	uint8_t rec[HSM_XATTR_MAX];
+	struct hsm_state st;
+	char proc[64], err[128];
+	ssize_t n;
+	int pfd = path_open_beneath(v->root_fd, rel, O_PATH, 0), same = 0;
+
+	if (pfd < 0)
+		return 0;
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", pfd);
+	n = getxattr(proc, HSM_XATTR_NAME, rec, sizeof(rec));
+	if (n > 0 && hsmx_decode(rec, (size_t)n, &st, err, sizeof(err)) == 0)
+		same = !memcmp(st.fid.b, fid->b, 16);
+	close(pfd);
+	return same;
+}
+
+/* A rename onto a name that held another file replaced that file (what every editor's
+ * save does). Unless it lives on (a hard link; the other half of a RENAME_EXCHANGE,
+ * now at the moved file's old name), it is gone as if deleted, and the other sites must
+ * hear so before they hear of the moved file under its name: else they keep the
+ * replaced one and take the moved one for a clash. mover is the fid now at rel. */
+static void notify_displaced(struct hsmd *h, struct hsmd_vol *v, const char *rel,
+			     const struct hsm_fid *mover)
+{
+	struct cat_record cr, mine;
+	struct hsm_fid old;
+	char err[256];
+	int exchange = 0;
+
+	if (catalog_lookup_path(h->cat, v->cfg->name, rel, &old, err, sizeof(err)) != 0 ||
+	    !memcmp(old.b, mover->b, 16))
+		return;
+	if (catalog_get(h->cat, &old, &cr, err, sizeof(err)) != 0)
+		return;
+	if (strcmp(cr.path, rel) || strcmp(cr.volume, v->cfg->name)) {
+		/* rel was only a second name of old: the file lives on under its own */
+		cat_record_clear(&cr);
+		catalog_unlink_path(h->cat, v->cfg->name, rel, err, sizeof(err));
+		return;
+	}
+	cat_record_clear(&cr);
+	if (catalog_get(h->cat, mover, &mine, err, sizeof(err)) == 0) {
+		exchange = strcmp(mine.path, rel) && notify_fid_at(v, mine.path, &old);
+		cat_record_clear(&mine);
+	}
+	if (exchange || notify_relink(h, v, &old))
+		return;
+	catalog_delete(h->cat, &old, err, sizeof(err));
+	nsync_note_gone(h, v, &old);
+}
+
 /* Whether nobody has the file open for writing (nor mapped shared and writable): the
  * kernel refuses a read lease while anyone does. Then a write event has no close to
  * come after it. An error other than that refusal counts as a writer: its close
@@ -225,6 +281,8 @@ static void notify_file(struct hsmd *h, uint64_t mask, struct hsmd_vol *v, int d
 			      !notify_no_writer(v, rel, fd);
 		if (mask & FAN_CLOSE_WRITE)
 			nsync_take_write(h, &st.fid);
+		if (mask & FAN_MOVED_TO)
+			notify_displaced(h, v, rel, &st.fid);
 		scan_note(h, v, rel, &sb, &st, NULL, CAT_J_CREATE);
 		h->ns_quiet = 0;
 	} else {
@@ -238,6 +296,58 @@ static void notify_file(struct hsmd *h, uint64_t mask, struct hsmd_vol *v, int d
 	}
 out:
 	close(fd);
+}
+
+/* A directory moved in brings a whole subtree under new names: every directory and
+ * symlink in it is published under its new name (their old names went with the move
+ * away) and every file is noted as moved there. On the loop: a move of a huge tree
+ * delays other events for as long as the walk takes. */
+static void notify_subtree(struct hsmd *h, struct hsmd_vol *v, int pfd, const char *prel,
+			   const char *name, int depth)
+{
+	char rel[4400];
+	struct dirent *de;
+	struct stat sb;
+	DIR *d;
+	int fd;
+
+	if (snprintf(rel, sizeof(rel), "%s%s%s", prel, *prel ? "/" : "", name) >= HSM_PATH_MAX)
+		return;
+	fd = openat(pfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
+	if (fd < 0 || fstat(fd, &sb) < 0) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	nsync_note_dir(h, v, rel, &sb);
+	if (depth > 200 || !(d = fdopendir(fd))) {
+		log_warnx("%s/%s: moved-in tree too deep or unreadable: not all of it is noted",
+			  v->cfg->path, rel);
+		close(fd);
+		return;
+	}
+	while ((de = readdir(d))) {
+		char target[HSM_PATH_MAX + 1], sub[4400];
+		ssize_t n;
+
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (fstatat(fd, de->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		if (S_ISDIR(sb.st_mode)) {
+			notify_subtree(h, v, fd, rel, de->d_name, depth + 1);
+		} else if (S_ISLNK(sb.st_mode)) {
+			n = readlinkat(fd, de->d_name, target, sizeof(target) - 1);
+			if (n > 0 &&
+			    snprintf(sub, sizeof(sub), "%s/%s", rel, de->d_name) < HSM_PATH_MAX) {
+				target[n] = '\0';
+				nsync_note_link(h, v, sub, &sb, target);
+			}
+		} else if (S_ISREG(sb.st_mode)) {
+			notify_file(h, FAN_MOVED_TO, v, fd, rel, de->d_name);
+		}
+	}
+	closedir(d); /* closes fd */
 }
 
 static void notify_event(struct hsmd *h, struct fanotify_event_metadata *md)
@@ -273,12 +383,11 @@ static void notify_event(struct hsmd *h, struct fanotify_event_metadata *md)
 
 		snprintf(rel, sizeof(rel), "%s%s%s", dirrel, *dirrel ? "/" : "", name);
 		if (md->mask & (FAN_DELETE | FAN_MOVED_FROM))
-			nsync_note_dir(h, v, rel, NULL);
+			nsync_note_dir_gone(h, v, rel);
+		else if (md->mask & FAN_MOVED_TO)
+			notify_subtree(h, v, dirfd, dirrel, name, 0);
 		else if (fstatat(dirfd, name, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(sb.st_mode))
 			nsync_note_dir(h, v, rel, &sb);
-		/* A directory moved in brings a whole subtree under new names. */
-		if ((md->mask & FAN_MOVED_TO) && !h->scanning)
-			scan_start(h);
 	} else {
 		notify_file(h, md->mask, v, dirfd, dirrel, name);
 	}

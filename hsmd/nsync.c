@@ -268,7 +268,7 @@ struct nsync *nsync_new(struct hsmd *h, char *err, size_t errlen)
 		return NULL;
 	}
 	ns->h = h;
-	if (ns_load_head(ns, err, errlen) < 0) {
+	if (ns_load_head(ns, err, errlen) < 0 || ns_names_build(ns, err, errlen) < 0) {
 		free(ns);
 		return NULL;
 	}

@@ -47,6 +47,9 @@ int nsync_take_write(struct hsmd *h, const struct hsm_fid *fid);
 void nsync_note_gone(struct hsmd *h, struct hsmd_vol *v, const struct hsm_fid *fid);
 /* A directory or symlink was created or changed (sb) or removed (sb NULL) at rel. */
 void nsync_note_dir(struct hsmd *h, struct hsmd_vol *v, const char *rel, const struct stat *sb);
+/* The directory at rel was removed or renamed away: it and every directory and symlink
+ * published under it are gone under those names (files follow by their fid). */
+void nsync_note_dir_gone(struct hsmd *h, struct hsmd_vol *v, const char *rel);
 void nsync_note_link(struct hsmd *h, struct hsmd_vol *v, const char *rel, const struct stat *sb,
 		     const char *target);
 

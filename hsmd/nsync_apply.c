@@ -268,12 +268,28 @@ static void ns_rmdir_later(struct nsync *ns, const char *volume, const char *pat
 	ns->rmdirs[ns->nrmdirs++] = e;
 }
 
+/* Deepest path first: a parent can only go once its children have. */
+static int ns_rmdir_deeper_first(const void *a, const void *b)
+{
+	const char *pa = *(char *const *)a, *pb = *(char *const *)b;
+	size_t da = 0, db = 0;
+
+	pa += strlen(pa) + 1;
+	pb += strlen(pb) + 1;
+	for (const char *c = pa; *c; c++)
+		da += *c == '/';
+	for (const char *c = pb; *c; c++)
+		db += *c == '/';
+	return da == db ? 0 : da > db ? -1 : 1;
+}
+
 void ns_rmdir_retry(struct nsync *ns)
 {
 	size_t keep = 0;
 
-	/* deepest first: a parent empties once its children go */
-	for (size_t i = ns->nrmdirs; i-- > 0;) {
+	qsort(ns->rmdirs, ns->nrmdirs, sizeof(ns->rmdirs[0]), ns_rmdir_deeper_first);
+	/* Forward, so that what is kept (at keep <= i) never overwrites one not yet seen. */
+	for (size_t i = 0; i < ns->nrmdirs; i++) {
 		const char *vol = ns->rmdirs[i], *path = vol + strlen(vol) + 1, *name;
 		const struct hsm_volume_cfg *vc = config_volume(ns->h->cfg, vol);
 		struct hsmd_vol *v = NULL;

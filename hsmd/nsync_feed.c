@@ -90,7 +90,8 @@ int ns_publish(struct nsync *ns, const char *volume, const struct ns_rec *rec)
 {
 	static char line[NS_LINE_MAX + 64];
 	char skey[17], qkey[64], oldq[64], headv[24], err[256];
-	struct cat_kv_op ops[4];
+	char nkey[HSM_PATH_MAX + HSM_SITE_MAX + 8];
+	struct cat_kv_op ops[5];
 	struct ns_rec old;
 	uint64_t oldseq = 0;
 	char oldvol[HSM_SITE_MAX + 1];
@@ -112,6 +113,13 @@ int ns_publish(struct nsync *ns, const char *volume, const struct ns_rec *rec)
 	ops[n++] = (struct cat_kv_op){skey, sizeof(skey), line, (size_t)(pre + len)};
 	ops[n++] = (struct cat_kv_op){qkey, ns_qkey(volume, ns->head + 1, qkey), rec->fid.b, 16};
 	ops[n++] = (struct cat_kv_op){NS_SEQ_KEY, strlen(NS_SEQ_KEY), headv, strlen(headv)};
+	if (rec->kind == NS_DIR || rec->kind == NS_LINK) {
+		size_t nl = ns_nkey(volume, rec->path, nkey, sizeof(nkey));
+
+		if (nl)
+			ops[n++] = (struct cat_kv_op){nkey, nl, rec->deleted ? NULL : &rec->kind,
+						      rec->deleted ? 0 : 1};
+	}
 	if (catalog_kv_write(ns->h->cat, ops, n, err, sizeof(err)) < 0) {
 		log_warnx("nsync: publish %s: %s", rec->path, err);
 		return -1;
@@ -469,6 +477,14 @@ out:
 void nsync_note_dir(struct hsmd *h, struct hsmd_vol *v, const char *rel, const struct stat *sb)
 {
 	ns_note_other(h, v, rel, NS_DIR, sb, NULL);
+}
+
+void nsync_note_dir_gone(struct hsmd *h, struct hsmd_vol *v, const char *rel)
+{
+	if (!h->ns || h->ns->stopping)
+		return;
+	ns_names_retire_under(h->ns, v, rel);
+	ns_note_other(h, v, rel, NS_DIR, NULL, NULL);
 }
 
 void nsync_note_link(struct hsmd *h, struct hsmd_vol *v, const char *rel, const struct stat *sb,

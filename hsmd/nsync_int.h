@@ -14,6 +14,8 @@
 #include "hsmd/nsync.h"
 #include "lib/config.h"
 
+struct hsmd_vol;
+
 struct http_client;
 struct http_request;
 
@@ -79,6 +81,12 @@ int ns_read_state(int fd, struct hsm_state *st);
 int ns_write_state(int fd, const struct hsm_state *st, int flags);
 /* Applies one remote record: 0 applied or nothing to do, 1 busy (retry later), -1 failed. */
 int ns_apply(struct nsync *ns, struct hsmd_vol *v, struct ns_rec *r);
+/* The by-name index of published directories and symlinks (nsync_names.c): its key
+ * for (volume, path) into key (0 if it does not fit); built once from the published
+ * records; and the retirement of every name under dir (a directory renamed away). */
+size_t ns_nkey(const char *volume, const char *path, char *key, size_t cap);
+int ns_names_build(struct nsync *ns, char *err, size_t errlen);
+void ns_names_retire_under(struct nsync *ns, struct hsmd_vol *v, const char *dir);
 /* Retries removing directories that were not empty when their removal came. */
 void ns_rmdir_retry(struct nsync *ns);
 

@@ -308,9 +308,34 @@ static int scan_stub_touched(const struct scan_found *f)
 {
 	blkcnt_t keep = (f->st.flags & HSM_FLAG_ON_ACCESS) ? 4096 / 512 : 0;
 
-	return f->st.state == HSM_STATE_STUB &&
-	       (f->sb.st_blocks > keep || f->sb.st_mtim.tv_sec != f->st.archived_mtime_sec ||
-		(uint64_t)f->sb.st_mtim.tv_nsec != f->st.archived_mtime_nsec);
+	/* Only data says a recall was under way: a stub's mtime may be a user's touch, and
+	 * a stub of another site's version never archived has no archived mtime at all. */
+	return f->st.state == HSM_STATE_STUB && f->sb.st_blocks > keep;
+}
+
+/* The mtime a stub had before a recall wrote into it: the archived version's, or for a
+ * version only a peer holds, what the catalog last noted (hsmd's own writes are not
+ * noted). 0 if neither is known: then the mtime is left as it is. */
+static int scan_stub_mtime(struct hsmd *h, const struct hsm_state *st, struct timespec *out)
+{
+	struct cat_record rec;
+	char err[256];
+	int ok = 0;
+
+	if (st->archived_version && st->archived_version == st->version) {
+		out->tv_sec = st->archived_mtime_sec;
+		out->tv_nsec = st->archived_mtime_nsec;
+		return 1;
+	}
+	if (catalog_get(h->cat, &st->fid, &rec, err, sizeof(err)) != 0)
+		return 0;
+	if (rec.version == st->version) {
+		out->tv_sec = rec.mtime_sec;
+		out->tv_nsec = rec.mtime_nsec;
+		ok = 1;
+	}
+	cat_record_clear(&rec);
+	return ok;
 }
 
 /* A recall that died with its worker left data and a new mtime on a stub. Put the
@@ -332,8 +357,8 @@ static void scan_repair_stub(struct hsmd *h, struct hsmd_vol *v, const char *rel
 	keep = (st.flags & HSM_FLAG_ON_ACCESS) ? 4096 : 0;
 	end = ((sb.st_size + 65535) / 65536) * 65536;
 	times[0] = sb.st_atim;
-	times[1].tv_sec = st.archived_mtime_sec;
-	times[1].tv_nsec = st.archived_mtime_nsec;
+	if (!scan_stub_mtime(h, &st, &times[1]))
+		times[1] = (struct timespec){0, UTIME_OMIT};
 	if ((end > keep &&
 	     fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, keep, end - keep) < 0) ||
 	    futimens(fd, times) < 0 || fsync(fd) < 0)

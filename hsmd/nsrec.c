@@ -325,7 +325,8 @@ int nsrec_parse(const char *line, size_t len, struct ns_rec *r, char *err, size_
 	fid[32] = '\0';
 	if (hsm_fid_parse(fid, &r->fid) < 0 || hsm_fid_is_zero(&r->fid))
 		return ns_fail(err, errlen, "bad fid");
-	if (ns_field(&p, e, &f, &n) < 0 || n != 1 || !strchr("fdlFDL", f[0]))
+	/* f[0] may be a NUL inside the line, which strchr would find too */
+	if (ns_field(&p, e, &f, &n) < 0 || n != 1 || !f[0] || !strchr("fdlFDL", f[0]))
 		return ns_fail(err, errlen, "bad kind: expected one of f d l F D L");
 	r->deleted = f[0] >= 'A' && f[0] <= 'Z';
 	r->kind = r->deleted ? (char)(f[0] - 'A' + 'a') : f[0];

@@ -154,6 +154,15 @@ static void test_bad_lines(void **state)
 		}
 		assert_true(err[0] != '\0');
 	}
+	/* A NUL byte as the kind (the length covers it): found by fuzzing, once accepted. */
+	{
+		static const char nul[] = "0102030405060708090a0b0c0d0e0f10 \0 644 0 0 1 "
+					  "1.000000000 a:1 a:1 - x";
+
+		err[0] = '\0';
+		assert_int_equal(nsrec_parse(nul, sizeof(nul) - 1, &r, err, sizeof(err)), -1);
+		assert_true(err[0] != '\0');
+	}
 }
 
 static void test_vv(void **state)

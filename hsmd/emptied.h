@@ -18,4 +18,10 @@ int emptied_check(struct hsmd *h, int fd, struct hsm_state *st);
  * that have the file but not its name: the pre-content event handler). */
 int emptied_check_note(struct hsmd *h, int fd, struct hsm_state *st);
 
+/* An open with O_TRUNC of a stub (any stub: also a recall-on-open one, whose sources may
+ * all be unreachable) needs none of its old bytes: fd is emptied here and recorded as
+ * an empty resident file of the next version, which the opener's close publishes. 1
+ * done, -1 failed (logged; the caller recalls instead). */
+int emptied_truncate_open(struct hsmd *h, int fd, struct hsm_state *st);
+
 #endif

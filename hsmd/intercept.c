@@ -9,6 +9,7 @@
 
 #include "hsmd/dupfid.h"
 #include "hsmd/emptied.h"
+#include "hsmd/opener.h"
 #include "hsmd/fan.h"
 #include "hsmd/guard_link.h"
 #include "hsmd/scan.h"
@@ -126,6 +127,13 @@ static void intercept_handle(struct intercept_event *ev)
 		dupfid_check_event(h, ev->fd, &st);
 	if (st.state == HSM_STATE_STUB && emptied_check_note(h, ev->fd, &st) < 0) {
 		intercept_answer(ev, EIO, 0);
+		return;
+	}
+	/* An open that truncates needs none of the old bytes: no recall, which also lets
+	 * it through when every source of them is out of reach. */
+	if (st.state == HSM_STATE_STUB && (ev->mask & FAN_OPEN_PERM) && opener_truncates(ev->pid) &&
+	    emptied_truncate_open(h, ev->fd, &st) == 1) {
+		intercept_answer(ev, 0, 1);
 		return;
 	}
 	if (st.state != HSM_STATE_STUB) {

@@ -7,6 +7,8 @@
 #  - a backup-and-rewrite save (mv f f~; write f; rm f~);
 #  - a rename of a non-empty directory (subdirectories, files, symlinks) moves the whole
 #    tree everywhere and leaves nothing under the old name;
+#  - an O_TRUNC overwrite of a stub whose only source is down succeeds (it needs none
+#    of the old bytes) and replaces that version everywhere;
 #  - a restart of a site changes no file's metadata (never-read stubs keep their mtime)
 #    and reports no interrupted recall where there was none.
 . "$(dirname "$0")/lib.sh"
@@ -113,6 +115,21 @@ for s in a b c; do
 	ok 'everything_reads "$v"' "$s: every file reads"
 	is "$(site_hsm "$s" conflicts 2>/dev/null | grep -c conflict-)" 0 "$s: hsm conflicts lists none"
 done
+
+# ---- an overwrite of a stub whose only source is down needs none of its bytes
+echo "only at a" >"$A/lonely"
+echo "only at a too" >"$A/lonely2"
+ok 'wait_converged' "lonely files reach b and c"
+ok 'site_stop a' "a stops (the files were never archived: a is their only source)"
+ok '! vt cat "$B/lonely" >/dev/null 2>&1' "b: reading the stub fails (EIO), never zeros"
+ok 'vsh "echo replaced at b >\"\$1\"" "$B/lonely"' "b: echo > stub succeeds all the same"
+ok 'reads_as "$B/lonely" "replaced at b"' "b: the file holds the new bytes"
+ok 'vt cp "$B/lonely" "$B/lonely2"' "b: cp over the other stub succeeds"
+ok 'site_start a' "a starts again"
+ok 'wait_converged' "the sites converge"
+ok 'reads_as "$A/lonely" "replaced at b"' "a: b's overwrite replaced its version"
+ok 'reads_as "$C/lonely2" "replaced at b"' "c: so did the cp"
+is "$(conflicts_at "$A")" 0 "a: no conflict copy (b's write saw a's version)"
 
 # ---- a restart changes no metadata
 echo "never read at b" >"$A/cold"

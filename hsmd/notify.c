@@ -391,6 +391,13 @@ static void notify_event(struct hsmd *h, struct fanotify_event_metadata *md)
 	} else {
 		notify_file(h, md->mask, v, dirfd, dirrel, name);
 	}
+	/* A name made or removed changed the directory's mtime, which has no event. */
+	if ((md->mask & (FAN_CREATE | FAN_DELETE | FAN_MOVED_FROM | FAN_MOVED_TO)) && *dirrel) {
+		struct stat dsb;
+
+		if (fstat(dirfd, &dsb) == 0)
+			nsync_note_dir(h, v, dirrel, &dsb);
+	}
 	close(dirfd);
 }
 

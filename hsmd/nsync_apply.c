@@ -268,6 +268,8 @@ static void ns_rmdir_later(struct nsync *ns, const char *volume, const char *pat
 	ns->rmdirs[ns->nrmdirs++] = e;
 }
 
+static void ns_parent_settle(struct nsync *ns, struct hsmd_vol *v, const char *path);
+
 /* Deepest path first: a parent can only go once its children have. */
 static int ns_rmdir_deeper_first(const void *a, const void *b)
 {
@@ -306,6 +308,8 @@ void ns_rmdir_retry(struct nsync *ns)
 				ns->rmdirs[keep++] = ns->rmdirs[i];
 				continue;
 			}
+			if (r == 0)
+				ns_parent_settle(ns, v, path);
 		}
 		free(ns->rmdirs[i]);
 	}
@@ -696,8 +700,16 @@ static int ns_merge(struct nsync *ns, struct hsmd_vol *v, const struct ns_rec *r
 			return -1;
 		return nsrec_vv_merge(m, r->deleted && !l->deleted ? r : l);
 	}
-	if (r->kind == NS_FILE && !nsrec_same_content(r, l) &&
-	    !nsrec_knows(r, l->owner, l->version) && !nsrec_knows(l, r->owner, r->version)) {
+	if (r->kind != NS_FILE) {
+		/* No data to keep apart: the later change wins, the same at every site. */
+		const struct ns_rec *w = nsrec_wins(r, l) ? r : l;
+
+		if (nsrec_copy(m, w) < 0)
+			return -1;
+		return nsrec_vv_merge(m, w == r ? l : r);
+	}
+	if (!nsrec_same_content(r, l) && !nsrec_knows(r, l->owner, l->version) &&
+	    !nsrec_knows(l, r->owner, r->version)) {
 		int r_wins = nsrec_wins(r, l);
 		struct ns_rec c;
 
@@ -736,6 +748,46 @@ static int ns_merge(struct nsync *ns, struct hsmd_vol *v, const struct ns_rec *r
 	return nsrec_vv_merge(m, content == r ? l : r);
 }
 
+/* The mtime of directory dir back to what its published record says: hsmd's own
+ * creates, renames and deletes in it changed it, and the record is what every site
+ * agrees on. The volume root has no record and is left alone. */
+static void ns_dir_settle(struct nsync *ns, struct hsmd_vol *v, const char *dir)
+{
+	char key[HSM_PATH_MAX + 8];
+	struct hsm_fid fid;
+	struct ns_rec d;
+	uint64_t seq;
+	int fd;
+
+	if (!*dir || snprintf(key, sizeof(key), "%c:%s", NS_DIR, dir) >= (int)sizeof(key))
+		return;
+	nsrec_dir_fid(v->cfg->name, key, &fid);
+	if (ns_load(ns, &fid, &d, &seq, NULL) != 0)
+		return;
+	if (!d.deleted &&
+	    (fd = path_open_beneath(v->root_fd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0)) >= 0) {
+		struct timespec t[2] = {{0, UTIME_OMIT}, {d.mtime_sec, d.mtime_nsec}};
+
+		if (futimens(fd, t) < 0)
+			log_warn("nsync: %s/%s: set the directory's mtime", v->cfg->path, dir);
+		close(fd);
+	}
+	nsrec_clear(&d);
+}
+
+/* The same for the directory that holds path. */
+static void ns_parent_settle(struct nsync *ns, struct hsmd_vol *v, const char *path)
+{
+	char buf[HSM_PATH_MAX + 1], *slash;
+
+	snprintf(buf, sizeof(buf), "%s", path);
+	slash = strrchr(buf, '/');
+	if (!slash)
+		return;
+	*slash = '\0';
+	ns_dir_settle(ns, v, buf);
+}
+
 /* 0 applied or nothing to do, 1 busy (retry later), -1 failed (skipped). */
 int ns_apply(struct nsync *ns, struct hsmd_vol *v, struct ns_rec *r)
 {
@@ -765,9 +817,16 @@ int ns_apply(struct nsync *ns, struct hsmd_vol *v, struct ns_rec *r)
 		rc = nsrec_copy(&m, r);
 	else
 		rc = ns_merge(ns, v, r, &l, &m);
-	if (rc == 0)
+	if (rc == 0) {
 		rc = ns_make_local(ns, v, &m, have ? &l : NULL);
-	else
+		if (rc == 0) {
+			if (m.kind == NS_DIR && !m.deleted)
+				ns_dir_settle(ns, v, m.path);
+			ns_parent_settle(ns, v, m.path);
+			if (have && strcmp(l.path, m.path))
+				ns_parent_settle(ns, v, l.path);
+		}
+	} else
 		log_warnx("nsync: %s/%s: cannot merge concurrent changes", v->cfg->path, r->path);
 	nsrec_clear(&m);
 	if (have)

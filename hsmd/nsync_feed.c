@@ -460,8 +460,12 @@ static void ns_note_other(struct hsmd *h, struct hsmd_vol *v, const char *rel, c
 		n.gid = sb->st_gid;
 		n.mtime_sec = sb->st_mtim.tv_sec;
 		n.mtime_nsec = (uint32_t)sb->st_mtim.tv_nsec;
+		/* A directory's mtime moves with every name made or removed in it, and is
+		 * part of what the sites must agree on. */
 		if (have && !p.deleted && n.mode == p.mode && n.uid == p.uid && n.gid == p.gid &&
-		    (kind != NS_LINK || (p.target && target && !strcmp(p.target, target))))
+		    (kind != NS_LINK || (p.target && target && !strcmp(p.target, target))) &&
+		    (kind != NS_DIR ||
+		     (n.mtime_sec == p.mtime_sec && n.mtime_nsec == p.mtime_nsec)))
 			goto out;
 	}
 	n.version = nsrec_vv_get(&n, h->cfg->site) + 1;

@@ -23,9 +23,9 @@ A=$(site_vol a)
 B=$(site_vol b)
 C=$(site_vol c)
 
-# tree_of DIR: every entry with its type, size, mode and (for files and symlinks) mtime
+# tree_of DIR: every entry with its type, size, mode and (files and directories) mtime
 tree_of() {
-	(cd "$1" && find . -mindepth 1 \( -type d -printf '%P %y %m\n' \) -o \
+	(cd "$1" && find . -mindepth 1 -path ./lost+found -prune -o \( -type d -printf '%P %y %m %T@\n' \) -o \
 		\( -type l -printf '%P %y %l\n' \) -o -printf '%P %y %s %m %T@\n') | sort
 }
 same_as_a() { [ "$(tree_of "$1")" = "$(tree_of "$A")" ]; }

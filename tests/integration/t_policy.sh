@@ -228,7 +228,7 @@ like "$(hsm policy status --json | json_get last_reload_error)" "policy.conf:3" 
 	"policy status keeps the reload error"
 like "$(hsm policy explain "$V/bw/f01.bw")" "line 1" "the old policy is still in force"
 kill -HUP "$HSMD_PID"
-ok 'wait_for 10 grep -q "reload: .*policy.conf:3:.*still running the configuration loaded before" "$HSMD_LOG"' \
+ok 'wait_for 10 grep -q "policy.conf:3:.*still running the configuration loaded before" "$HSMD_LOG"' \
 	"SIGHUP with a broken policy: logged, old kept"
 mkrand "$V/bw/after.bw" 1000
 ok 'wait_for 15 is_state "$V/bw/after.bw" archived' "the old policy still runs"

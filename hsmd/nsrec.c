@@ -487,16 +487,49 @@ int nsrec_wins(const struct ns_rec *a, const struct ns_rec *b)
 	return a->version >= b->version;
 }
 
+/* Where in base a ".conflict-OWNER-YYYYmmddTHHMMSS" suffix (this file's own naming)
+ * starts and ends, if it has one: a conflict copy that loses again is named after the
+ * file it came from, not nested. 1 and [*from, *to), or 0. */
+static int ns_conflict_suffix(const char *base, const char **from, const char **to)
+{
+	for (const char *p = strstr(base, ".conflict-"); p; p = strstr(p + 1, ".conflict-")) {
+		for (const char *r = p + 11; *r; r++) {
+			int stamp = r[0] == '-';
+
+			for (int i = 1; stamp && i <= 15; i++)
+				stamp = i == 9 ? r[i] == 'T' : (r[i] >= '0' && r[i] <= '9');
+			if (stamp && (r[16] == '\0' || r[16] == '.')) {
+				*from = p;
+				*to = r + 16;
+				return 1;
+			}
+		}
+	}
+	return 0;
+}
+
 char *nsrec_conflict_path(const char *path, const char *owner, int64_t mtime_sec)
 {
-	const char *base = strrchr(path, '/'), *ext;
+	const char *base = strrchr(path, '/'), *ext, *cf, *ct;
+	char *plain = NULL, *out;
 	char stamp[32];
 	time_t t = (time_t)mtime_sec;
 	struct tm tm;
 	size_t stem, n;
-	char *out;
 
 	base = base ? base + 1 : path;
+	if (ns_conflict_suffix(base, &cf, &ct)) {
+		size_t head = (size_t)(cf - path), tail = strlen(ct);
+
+		plain = malloc(head + tail + 1);
+		if (!plain)
+			return NULL;
+		memcpy(plain, path, head);
+		memcpy(plain + head, ct, tail + 1);
+		path = plain;
+		base = strrchr(path, '/');
+		base = base ? base + 1 : path;
+	}
 	ext = strrchr(base, '.');
 	/* ".bashrc" has no extension; "a." keeps its dot in the stem. */
 	if (!ext || ext == base || !ext[1])
@@ -506,9 +539,9 @@ char *nsrec_conflict_path(const char *path, const char *owner, int64_t mtime_sec
 	stem = (size_t)(ext - path);
 	n = stem + strlen(".conflict-") + strlen(owner) + 1 + strlen(stamp) + strlen(ext) + 1;
 	out = malloc(n);
-	if (!out)
-		return NULL;
-	snprintf(out, n, "%.*s.conflict-%s-%s%s", (int)stem, path, owner, stamp, ext);
+	if (out)
+		snprintf(out, n, "%.*s.conflict-%s-%s%s", (int)stem, path, owner, stamp, ext);
+	free(plain);
 	return out;
 }
 

@@ -215,6 +215,17 @@ static void test_conflict_names(void **state)
 	p = nsrec_conflict_path("dir/report.docx", "b", 0);
 	assert_string_equal(p, "dir/report.conflict-b-19700101T000000.docx");
 	free(p);
+	/* a conflict copy that loses again is named after the original, never nested */
+	p = nsrec_conflict_path("dir/report.conflict-b-19700101T000000.docx", "c-1", 86400);
+	assert_string_equal(p, "dir/report.conflict-c-1-19700102T000000.docx");
+	free(p);
+	p = nsrec_conflict_path("f0.conflict-b-20261204T051220", "a", 0);
+	assert_string_equal(p, "f0.conflict-a-19700101T000000");
+	free(p);
+	/* a name that only looks a bit like one is left alone */
+	p = nsrec_conflict_path("x.conflict-notes.txt", "a", 0);
+	assert_string_equal(p, "x.conflict-notes.conflict-a-19700101T000000.txt");
+	free(p);
 	p = nsrec_conflict_path("Makefile", "site-2", 1700000000);
 	assert_string_equal(p, "Makefile.conflict-site-2-20231114T221320");
 	free(p);

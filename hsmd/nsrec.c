@@ -487,6 +487,41 @@ int nsrec_wins(const struct ns_rec *a, const struct ns_rec *b)
 	return a->version >= b->version;
 }
 
+void nsrec_resolve(const struct ns_rec *a, const struct ns_rec *b, struct ns_resolution *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (a->deleted || b->deleted) {
+		out->outcome = NS_LIVE_WINS;
+		out->content = a->deleted && !b->deleted ? b : a;
+	} else if (a->kind != NS_FILE) {
+		out->outcome = NS_LATER_WINS;
+		out->content = nsrec_wins(a, b) ? a : b;
+	} else if (!nsrec_same_content(a, b) && !nsrec_knows(a, b->owner, b->version) &&
+		   !nsrec_knows(b, a->owner, a->version)) {
+		out->outcome = NS_CONFLICT;
+		out->content = nsrec_wins(a, b) ? a : b;
+		out->loser = out->content == a ? b : a;
+	} else {
+		out->outcome = NS_COMBINE;
+		if (nsrec_same_content(a, b)) {
+			/* the same data: the record that knows of its archive, then the greater
+			 * name, whichever side is local */
+			int c = strcmp(a->path, b->path);
+
+			out->meta = c >= 0 ? a : b;
+			if (a->archived_version != b->archived_version)
+				out->content = a->archived_version > b->archived_version ? a : b;
+			else
+				out->content = out->meta;
+			return;
+		}
+		out->content = nsrec_knows(b, a->owner, a->version) ? b : a;
+		out->meta = out->content == a ? b : a;
+		return;
+	}
+	out->meta = out->content;
+}
+
 /* Where in base a ".conflict-OWNER-YYYYmmddTHHMMSS" suffix (this file's own naming)
  * starts and ends, if it has one: a conflict copy that loses again is named after the
  * file it came from, not nested. 1 and [*from, *to), or 0. */

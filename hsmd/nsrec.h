@@ -78,6 +78,26 @@ int nsrec_same_content(const struct ns_rec *a, const struct ns_rec *b);
 /* Which of two concurrent versions keeps the name: the later (mtime, owner).
  * Returns 1 if a wins, 0 if b wins; total and the same at every site. */
 int nsrec_wins(const struct ns_rec *a, const struct ns_rec *b);
+/* The rules two concurrent records of one fid (neither vector knows the other's last
+ * change) are merged by, the same at every site whichever is local:
+ *   NS_LIVE_WINS   one is a delete: the live one (a write, a rename) survives it;
+ *   NS_LATER_WINS  a directory or symlink: the later change (nsrec_wins) wins whole;
+ *   NS_CONFLICT    a file whose data both sides changed: the later keeps the name, the
+ *                  other becomes a conflict copy (nsrec_conflict_path, _fid);
+ *   NS_COMBINE     a file whose data one side changed: that data, with the name, mode
+ *                  and owner of the other side (it renamed or chmodded meanwhile); the
+ *                  same data on both sides: the greater name.
+ * The result's vector is the merge of both. */
+enum ns_outcome { NS_LIVE_WINS = 1, NS_LATER_WINS, NS_CONFLICT, NS_COMBINE };
+struct ns_resolution {
+	int outcome; /* enum ns_outcome */
+	const struct ns_rec
+	    *content;		   /* whose data the result has (and which record it starts from) */
+	const struct ns_rec *meta; /* whose name, mode and owner it has */
+	const struct ns_rec *loser; /* NS_CONFLICT: the version kept as the conflict copy */
+};
+void nsrec_resolve(const struct ns_rec *a, const struct ns_rec *b, struct ns_resolution *out);
+
 /* The name the losing version gets: NAME.conflict-OWNER-YYYYmmddTHHMMSS[.ext] in the
  * same directory, from the loser's owner and mtime (UTC). malloc'd or NULL. */
 char *nsrec_conflict_path(const char *path, const char *owner, int64_t mtime_sec);

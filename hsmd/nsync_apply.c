@@ -688,64 +688,46 @@ static int ns_conflict_copy(struct nsync *ns, struct hsmd_vol *v, const struct n
 	return ns_make_local(ns, v, c, NULL);
 }
 
-/* Merges concurrent r (remote) and l (ours) into *m. */
+/* Merges concurrent r (remote) and l (ours) into *m, by nsrec_resolve's rules. */
 static int ns_merge(struct nsync *ns, struct hsmd_vol *v, const struct ns_rec *r,
 		    const struct ns_rec *l, struct ns_rec *m)
 {
-	const struct ns_rec *content, *meta;
+	struct ns_resolution res;
+	const struct ns_rec *other;
 
-	if (r->deleted || l->deleted) {
-		/* a write (or any live state) beats a concurrent delete */
-		if (nsrec_copy(m, r->deleted && !l->deleted ? l : r) < 0)
-			return -1;
-		return nsrec_vv_merge(m, r->deleted && !l->deleted ? r : l);
-	}
-	if (r->kind != NS_FILE) {
-		/* No data to keep apart: the later change wins, the same at every site. */
-		const struct ns_rec *w = nsrec_wins(r, l) ? r : l;
-
-		if (nsrec_copy(m, w) < 0)
-			return -1;
-		return nsrec_vv_merge(m, w == r ? l : r);
-	}
-	if (!nsrec_same_content(r, l) && !nsrec_knows(r, l->owner, l->version) &&
-	    !nsrec_knows(l, r->owner, r->version)) {
-		int r_wins = nsrec_wins(r, l);
+	nsrec_resolve(r, l, &res);
+	other = res.content == r ? l : r;
+	if (res.outcome == NS_CONFLICT) {
 		struct ns_rec c;
 
 		memset(&c, 0, sizeof(c));
-		if (ns_conflict_copy(ns, v, r_wins ? l : r, r_wins, &c) < 0) {
+		if (ns_conflict_copy(ns, v, res.loser, res.loser == l, &c) < 0) {
 			nsrec_clear(&c);
 			return -1;
 		}
-		if (nsrec_copy(m, r_wins ? r : l) < 0) {
+		if (nsrec_copy(m, res.content) < 0) {
 			nsrec_clear(&c);
 			return -1;
 		}
 		m->has_conflict = 1;
 		m->conflict = c.fid;
 		nsrec_clear(&c);
-		return nsrec_vv_merge(m, r_wins ? l : r);
+		return nsrec_vv_merge(m, other);
 	}
-	/* one side's data is newer (or both the same): that data, and the names and
-	 * attributes of the other side when they differ (it renamed, the other wrote) */
-	content = nsrec_knows(l, r->owner, r->version) ? l : r;
-	if (nsrec_same_content(r, l))
-		meta = strcmp(r->path, l->path) >= 0 ? r : l;
-	else
-		meta = content == r ? l : r;
-	if (nsrec_copy(m, content) < 0)
+	if (nsrec_copy(m, res.content) < 0)
 		return -1;
-	if (strcmp(meta->path, content->path)) {
-		free(m->path);
-		m->path = strdup(meta->path);
-		if (!m->path)
-			return -1;
+	if (res.meta != res.content) {
+		if (strcmp(res.meta->path, res.content->path)) {
+			free(m->path);
+			m->path = strdup(res.meta->path);
+			if (!m->path)
+				return -1;
+		}
+		m->mode = res.meta->mode;
+		m->uid = res.meta->uid;
+		m->gid = res.meta->gid;
 	}
-	m->mode = meta->mode;
-	m->uid = meta->uid;
-	m->gid = meta->gid;
-	return nsrec_vv_merge(m, content == r ? l : r);
+	return nsrec_vv_merge(m, other);
 }
 
 /* The mtime of directory dir back to what its published record says: hsmd's own

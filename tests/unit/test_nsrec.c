@@ -234,6 +234,67 @@ static void test_conflict_names(void **state)
 	free(p);
 }
 
+/* resolve(a, b) and resolve(b, a) pick the same records: every site merges alike. */
+static void check_symmetric(const struct ns_rec *a, const struct ns_rec *b, int outcome,
+			    const struct ns_rec *content, const struct ns_rec *meta)
+{
+	struct ns_resolution x, y;
+
+	nsrec_resolve(a, b, &x);
+	nsrec_resolve(b, a, &y);
+	assert_int_equal(x.outcome, outcome);
+	assert_int_equal(y.outcome, outcome);
+	assert_ptr_equal(x.content, content);
+	assert_ptr_equal(y.content, content);
+	assert_ptr_equal(x.meta, meta);
+	assert_ptr_equal(y.meta, meta);
+	assert_ptr_equal(x.loser, y.loser);
+}
+
+static void test_resolve(void **state)
+{
+	struct ns_rec a, b;
+
+	(void)state;
+	/* both wrote, neither saw the other: the later keeps the name, the other is a copy */
+	rec_init(&a, "f");
+	rec_init(&b, "f");
+	nsrec_vv_set(&a, "a", 4);
+	a.version = 4;
+	snprintf(b.owner, sizeof(b.owner), "b");
+	b.version = 2;
+	nsrec_vv_set(&b, "b", 2);
+	b.mtime_sec++;
+	check_symmetric(&a, &b, NS_CONFLICT, &b, &b);
+	{
+		struct ns_resolution x;
+
+		nsrec_resolve(&a, &b, &x);
+		assert_ptr_equal(x.loser, &a);
+	}
+	/* a delete against a write: the write survives */
+	a.deleted = 1;
+	check_symmetric(&a, &b, NS_LIVE_WINS, &b, &b);
+	a.deleted = 0;
+	/* the same data, b renamed it: b's name, whichever side is local */
+	nsrec_vv_set(&b, "a", 4);
+	snprintf(b.owner, sizeof(b.owner), "a");
+	b.version = 4;
+	free(b.path);
+	b.path = strdup("renamed");
+	nsrec_vv_set(&a, "a", 5);
+	check_symmetric(&a, &b, NS_COMBINE, &b, &b);
+	/* a wrote again after b's rename (b saw a's version 4, a is at 5): a's data,
+	 * b's name */
+	a.version = 5;
+	check_symmetric(&a, &b, NS_COMBINE, &a, &b);
+	/* directories: the later change wins whole */
+	a.kind = b.kind = NS_DIR;
+	check_symmetric(&a, &b, NS_LATER_WINS, &b, &b);
+	nsrec_clear(&a);
+	nsrec_clear(&b);
+}
+
 static void test_derived_fids(void **state)
 {
 	struct hsm_fid f, c1, c2, c3, d1, d2;
@@ -276,6 +337,7 @@ int main(void)
 	    cmocka_unit_test(test_vv),
 	    cmocka_unit_test(test_wins_is_total),
 	    cmocka_unit_test(test_conflict_names),
+	    cmocka_unit_test(test_resolve),
 	    cmocka_unit_test(test_derived_fids),
 	    cmocka_unit_test(test_escape),
 	};

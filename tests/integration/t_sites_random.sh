@@ -116,6 +116,8 @@ ok 'wait_for 240 converged' "the namespaces converge" \
 	"$(diff <(tree_of "${VOL[a]}") <(tree_of "${VOL[c]}") | head -20)"
 tap_diag "converged $(echo "$(date +%s.%N) - $end" | bc) s after the last operation"
 
+entries=$(tree_of "${VOL[a]}" | wc -l)
+ok '[ "$entries" -ge 10 ]' "the workload left a real tree ($entries entries)"
 bad_read="" bad_content="" differ=""
 while IFS= read -r f; do
 	ca=$(vt cat "${VOL[a]}/$f" 2>/dev/null) || { bad_read="$bad_read a:$f"; continue; }

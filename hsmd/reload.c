@@ -10,6 +10,7 @@
 #include "hsmd/confdiff.h"
 #include "hsmd/policy_run.h"
 #include "lib/config.h"
+#include "lib/fdio.h"
 #include "lib/log.h"
 
 int reload_load(const char *path, struct hsm_config **out, char *err, size_t errlen)
@@ -33,21 +34,6 @@ void reload_snapshot_path(const struct hsm_config *cfg, char *buf, size_t len)
 	snprintf(buf, len, "%s/running.conf", cfg->state_dir);
 }
 
-static int reload_write_all(int fd, const char *p, size_t n)
-{
-	while (n) {
-		ssize_t w = write(fd, p, n);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
 int reload_snapshot_write(const struct hsm_config *cfg)
 {
 	char path[4200], tmp[4300];
@@ -60,7 +46,7 @@ int reload_snapshot_write(const struct hsm_config *cfg)
 		log_warn("cannot write %s", tmp);
 		return -1;
 	}
-	if (reload_write_all(fd, cfg->text, cfg->text_len) < 0 || fsync(fd) < 0) {
+	if (fd_write_all(fd, cfg->text, cfg->text_len) < 0 || fsync(fd) < 0) {
 		log_warn("cannot write %s", tmp);
 		close(fd);
 		unlink(tmp);

@@ -1,3 +1,4 @@
+#include "lib/fdio.h"
 #include "lib/pki.h"
 
 #include <arpa/inet.h>
@@ -156,7 +157,6 @@ static int pki_write_new(const char *path, mode_t mode, const char *data, size_t
 {
 	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
 	const char *what;
-	size_t off = 0;
 
 	if (fd < 0) {
 		snprintf(err, errlen, "%s: cannot create: %s", path, strerror(errno));
@@ -166,15 +166,8 @@ static int pki_write_new(const char *path, mode_t mode, const char *data, size_t
 	if (fchmod(fd, mode) < 0)
 		goto fail;
 	what = "write";
-	while (off < len) {
-		ssize_t n = write(fd, data + off, len - off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			goto fail;
-		off += (size_t)n;
-	}
+	if (fd_write_all(fd, data, len) < 0)
+		goto fail;
 	what = "fsync";
 	if (fsync(fd) < 0)
 		goto fail;

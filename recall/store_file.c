@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "lib/fdio.h"
 #include "lib/config.h"
 #include "lib/pool.h"
 #include "recall/store.h"
@@ -126,21 +127,6 @@ out:
 	close(fd);
 }
 
-static int fstore_write_all(int fd, const uint8_t *p, size_t len)
-{
-	while (len) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return -1;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 static void fstore_do_put(struct fstore_job *j)
 {
 	char tmp[64];
@@ -155,7 +141,7 @@ static void fstore_do_put(struct fstore_job *j)
 		fstore_fail(j, errno, "create temporary for");
 		return;
 	}
-	if (fstore_write_all(fd, j->in, j->inlen) < 0 || fsync(fd) < 0) {
+	if (fd_write_all(fd, j->in, j->inlen) < 0 || fsync(fd) < 0) {
 		fstore_fail(j, errno, "write");
 		close(fd);
 		return;

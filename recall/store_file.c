@@ -10,8 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "lib/fdio.h"
 #include "lib/config.h"
+#include "lib/fdio.h"
 #include "lib/pool.h"
 #include "recall/store.h"
 

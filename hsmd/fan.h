@@ -33,7 +33,7 @@
 /* What the notification group reports for the catalog. */
 #define HSM_FAN_NOTIFY_MASK                                                                       \
 	(FAN_CREATE | FAN_DELETE | FAN_MOVED_FROM | FAN_MOVED_TO | FAN_CLOSE_WRITE | FAN_MODIFY | \
-	 FAN_ATTRIB | FAN_DELETE_SELF | FAN_ONDIR)
+	 FAN_ATTRIB | FAN_DELETE_SELF | FAN_RENAME | FAN_ONDIR)
 
 struct fan_range_info {
 	struct fanotify_event_info_header hdr;

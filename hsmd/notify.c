@@ -350,6 +350,61 @@ static void notify_subtree(struct hsmd *h, struct hsmd_vol *v, int pfd, const ch
 	closedir(d); /* closes fd */
 }
 
+/* The directory (or file) and name of an info record of type want in md, or NULL. */
+static struct fanotify_event_info_fid *notify_info(struct fanotify_event_metadata *md, int want,
+						   const char **name)
+{
+	char *p = (char *)(md + 1), *end = (char *)md + md->event_len;
+
+	while (p + sizeof(struct fanotify_event_info_header) <= end) {
+		struct fanotify_event_info_header *hdr = (void *)p;
+
+		if (hdr->len < sizeof(*hdr) || p + hdr->len > end)
+			break;
+		if (hdr->info_type == want) {
+			struct fanotify_event_info_fid *fid = (void *)p;
+			struct file_handle *fh = (struct file_handle *)fid->handle;
+
+			*name = (const char *)(fh->f_handle + fh->handle_bytes);
+			return fid;
+		}
+		p += hdr->len;
+	}
+	return NULL;
+}
+
+/* A rename, with both names: for a directory, where it went is published with its
+ * removal, so that a site applying a change made under the old name before it heard of
+ * the rename (a partitioned site) puts it under the new one. Files need no more than
+ * their moved-from and moved-to events. */
+static void notify_rename(struct hsmd *h, struct fanotify_event_metadata *md)
+{
+	struct fanotify_event_info_fid *of, *nf;
+	const char *on = NULL, *nn = NULL;
+	struct hsmd_vol *ov, *nv;
+	char odir[4200], ndir[4200], orel[4400], nrel[4400];
+	int ofd, nfd;
+
+	if (!(md->mask & FAN_ONDIR))
+		return;
+	of = notify_info(md, FAN_EVENT_INFO_TYPE_OLD_DFID_NAME, &on);
+	nf = notify_info(md, FAN_EVENT_INFO_TYPE_NEW_DFID_NAME, &nn);
+	if (!of || !nf || !*on || !*nn)
+		return;
+	if (notify_dir(h, of, &ov, &ofd, odir, sizeof(odir)) < 0)
+		return;
+	if (notify_dir(h, nf, &nv, &nfd, ndir, sizeof(ndir)) < 0) {
+		close(ofd);
+		return;
+	}
+	if (ov == nv &&
+	    snprintf(orel, sizeof(orel), "%s%s%s", odir, *odir ? "/" : "", on) < HSM_PATH_MAX &&
+	    snprintf(nrel, sizeof(nrel), "%s%s%s", ndir, *ndir ? "/" : "", nn) < HSM_PATH_MAX)
+		nsync_note_dir_gone(h, ov, orel, nrel);
+	close(ofd);
+	close(nfd);
+}
+
 static void notify_event(struct hsmd *h, struct fanotify_event_metadata *md)
 {
 	char *p = (char *)(md + 1), *end = (char *)md + md->event_len;
@@ -359,6 +414,10 @@ static void notify_event(struct hsmd *h, struct fanotify_event_metadata *md)
 	char dirrel[4200];
 	int dirfd;
 
+	if (md->mask & FAN_RENAME) {
+		notify_rename(h, md);
+		return;
+	}
 	while (p + sizeof(struct fanotify_event_info_header) <= end) {
 		struct fanotify_event_info_header *hdr = (void *)p;
 
@@ -383,7 +442,7 @@ static void notify_event(struct hsmd *h, struct fanotify_event_metadata *md)
 
 		snprintf(rel, sizeof(rel), "%s%s%s", dirrel, *dirrel ? "/" : "", name);
 		if (md->mask & (FAN_DELETE | FAN_MOVED_FROM))
-			nsync_note_dir_gone(h, v, rel);
+			nsync_note_dir_gone(h, v, rel, NULL);
 		else if (md->mask & FAN_MOVED_TO)
 			notify_subtree(h, v, dirfd, dirrel, name, 0);
 		else if (fstatat(dirfd, name, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(sb.st_mode))

@@ -135,7 +135,7 @@ int nsrec_format(const struct ns_rec *r, char *out, size_t cap)
 		snprintf(target, 2 * 36, "%s%s%s%s%s", r->has_origin ? "o:" : "",
 			 r->has_origin ? o : "", r->has_origin && r->has_conflict ? " " : "",
 			 r->has_conflict ? "c:" : "", r->has_conflict ? c : "");
-	} else if (r->kind == NS_LINK && r->target) {
+	} else if ((r->kind == NS_LINK || (r->kind == NS_DIR && r->deleted)) && r->target) {
 		size_t tlen = strlen(r->target) * 3 + 1;
 
 		target = malloc(tlen);
@@ -372,14 +372,21 @@ int nsrec_parse(const char *line, size_t len, struct ns_rec *r, char *err, size_
 		*has = 1;
 	}
 	if (p < e) {
-		if (r->kind != NS_LINK || ns_field(&p, e, &f, &n) < 0 || p < e) {
+		/* a symlink's target; a directory renamed away names where it went */
+		int moved = r->kind == NS_DIR && r->deleted;
+		char perr[128];
+
+		if ((r->kind != NS_LINK && !moved) || ns_field(&p, e, &f, &n) < 0 || p < e) {
 			nsrec_clear(r);
 			return ns_fail(err, errlen, "unexpected text after the path");
 		}
 		r->target = malloc(n + 1);
-		if (!r->target || ns_unescape(f, n, r->target, n + 1) <= 0) {
+		if (!r->target || ns_unescape(f, n, r->target, n + 1) <= 0 ||
+		    (moved && path_check_relative(r->target, perr, sizeof(perr)) < 0)) {
 			nsrec_clear(r);
-			return ns_fail(err, errlen, "bad symlink target");
+			return ns_fail(err, errlen,
+				       moved ? "bad new path of a moved directory"
+					     : "bad symlink target");
 		}
 	}
 	if (r->kind == NS_LINK && !r->target && !r->deleted) {
@@ -490,7 +497,18 @@ int nsrec_wins(const struct ns_rec *a, const struct ns_rec *b)
 void nsrec_resolve(const struct ns_rec *a, const struct ns_rec *b, struct ns_resolution *out)
 {
 	memset(out, 0, sizeof(*out));
-	if (a->deleted || b->deleted) {
+	if (a->kind == NS_DIR && (a->deleted || b->deleted)) {
+		/* A directory holds no data of its own, and what was made in it has records of
+		 * its own (which follow a rename): its removal wins over a name made in it. */
+		out->outcome = NS_DIR_GONE;
+		if (a->deleted && b->deleted)
+			out->content = (a->target != NULL) != (b->target != NULL)
+					   ? (a->target ? a : b)
+				       : nsrec_wins(a, b) ? a
+							  : b;
+		else
+			out->content = a->deleted ? a : b;
+	} else if (a->deleted || b->deleted) {
 		out->outcome = NS_LIVE_WINS;
 		out->content = a->deleted && !b->deleted ? b : a;
 	} else if (a->kind != NS_FILE) {

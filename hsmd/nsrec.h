@@ -24,7 +24,8 @@ struct ns_rec {
 	char kind; /* enum ns_kind */
 	int deleted;
 	char *path;    /* relative to the volume root; malloc'd, owned */
-	char *target;  /* symlink target; malloc'd or NULL */
+	char *target;  /* symlink target, or where a deleted directory was renamed to
+			* (when it was); malloc'd or NULL */
 	uint32_t mode; /* permission bits (07777) */
 	uint32_t uid, gid;
 	uint64_t size;
@@ -80,6 +81,8 @@ int nsrec_same_content(const struct ns_rec *a, const struct ns_rec *b);
 int nsrec_wins(const struct ns_rec *a, const struct ns_rec *b);
 /* The rules two concurrent records of one fid (neither vector knows the other's last
  * change) are merged by, the same at every site whichever is local:
+ *   NS_DIR_GONE    a directory removed or renamed away on one side: gone (what was
+ *                  made in it meanwhile follows the rename, or keeps it where it is);
  *   NS_LIVE_WINS   one is a delete: the live one (a write, a rename) survives it;
  *   NS_LATER_WINS  a directory or symlink: the later change (nsrec_wins) wins whole;
  *   NS_CONFLICT    a file whose data both sides changed: the later keeps the name, the
@@ -88,7 +91,7 @@ int nsrec_wins(const struct ns_rec *a, const struct ns_rec *b);
  *                  and owner of the other side (it renamed or chmodded meanwhile); the
  *                  same data on both sides: the greater name.
  * The result's vector is the merge of both. */
-enum ns_outcome { NS_LIVE_WINS = 1, NS_LATER_WINS, NS_CONFLICT, NS_COMBINE };
+enum ns_outcome { NS_LIVE_WINS = 1, NS_LATER_WINS, NS_CONFLICT, NS_COMBINE, NS_DIR_GONE };
 struct ns_resolution {
 	int outcome; /* enum ns_outcome */
 	const struct ns_rec

@@ -47,9 +47,11 @@ int nsync_take_write(struct hsmd *h, const struct hsm_fid *fid);
 void nsync_note_gone(struct hsmd *h, struct hsmd_vol *v, const struct hsm_fid *fid);
 /* A directory or symlink was created or changed (sb) or removed (sb NULL) at rel. */
 void nsync_note_dir(struct hsmd *h, struct hsmd_vol *v, const char *rel, const struct stat *sb);
-/* The directory at rel was removed or renamed away: it and every directory and symlink
- * published under it are gone under those names (files follow by their fid). */
-void nsync_note_dir_gone(struct hsmd *h, struct hsmd_vol *v, const char *rel);
+/* The directory at rel was removed or renamed away (to: its new name, NULL if not
+ * known): it and every directory and symlink published under it are gone under those
+ * names (files follow by their fid). A site applying a record under rel later (made
+ * at a site that did not know of the rename yet) puts it under to instead. */
+void nsync_note_dir_gone(struct hsmd *h, struct hsmd_vol *v, const char *rel, const char *to);
 void nsync_note_link(struct hsmd *h, struct hsmd_vol *v, const char *rel, const struct stat *sb,
 		     const char *target);
 

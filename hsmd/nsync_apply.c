@@ -770,6 +770,53 @@ static void ns_parent_settle(struct nsync *ns, struct hsmd_vol *v, const char *p
 	ns_dir_settle(ns, v, buf);
 }
 
+/* A file's record made under a directory that was renamed since (by a site that had
+ * not heard of the rename, say across a partition): its path under the directory's
+ * new name, which the removal record of the old one names. 1 if *path was replaced. */
+static int ns_follow_moves(struct nsync *ns, struct hsmd_vol *v, char **path)
+{
+	int moved = 0;
+
+	/* a bounded number of hops: renames may chain (a to b, then b to c) */
+	for (int hop = 0; hop < 16; hop++) {
+		const char *p = *path;
+		int found = 0;
+
+		for (const char *slash = strchr(p, '/'); slash && !found;
+		     slash = strchr(slash + 1, '/')) {
+			char key[HSM_PATH_MAX + 8];
+			struct hsm_fid fid;
+			struct ns_rec d;
+			uint64_t seq;
+
+			snprintf(key, sizeof(key), "%c:%.*s", NS_DIR, (int)(slash - p), p);
+			nsrec_dir_fid(v->cfg->name, key, &fid);
+			if (ns_load(ns, &fid, &d, &seq, NULL) != 0)
+				continue;
+			if (d.deleted && d.target) {
+				size_t tl = strlen(d.target), rl = strlen(slash);
+				char *np = tl + rl <= HSM_PATH_MAX ? malloc(tl + rl + 1) : NULL;
+
+				if (np) {
+					memcpy(np, d.target, tl);
+					memcpy(np + tl, slash, rl + 1);
+					log_info(
+					    "nsync: %s/%s: made under %s, which became %s: it goes "
+					    "to %s",
+					    v->cfg->path, p, d.path, d.target, np);
+					free(*path);
+					*path = np;
+					found = moved = 1;
+				}
+			}
+			nsrec_clear(&d);
+		}
+		if (!found)
+			break;
+	}
+	return moved;
+}
+
 /* 0 applied or nothing to do, 1 busy (retry later), -1 failed (skipped). */
 int ns_apply(struct nsync *ns, struct hsmd_vol *v, struct ns_rec *r)
 {
@@ -799,6 +846,10 @@ int ns_apply(struct nsync *ns, struct hsmd_vol *v, struct ns_rec *r)
 		rc = nsrec_copy(&m, r);
 	else
 		rc = ns_merge(ns, v, r, &l, &m);
+	/* Moved under the new name, it is a change of ours the other sites must hear of,
+	 * the one that made it first. */
+	if (rc == 0 && m.kind == NS_FILE && !m.deleted && ns_follow_moves(ns, v, &m.path))
+		nsrec_vv_set(&m, ns->h->cfg->site, nsrec_vv_get(&m, ns->h->cfg->site) + 1);
 	if (rc == 0) {
 		rc = ns_make_local(ns, v, &m, have ? &l : NULL);
 		if (rc == 0) {

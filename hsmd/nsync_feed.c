@@ -445,13 +445,15 @@ static void ns_note_other(struct hsmd *h, struct hsmd_vol *v, const char *rel, c
 		memcpy(n.vv, p.vv, sizeof(n.vv));
 	}
 	if (!sb) {
-		if (!have || p.deleted)
+		/* gone; a directory renamed away says where to (target), also when its
+		 * removal was published already */
+		if (!have || (p.deleted && (!target || (p.target && !strcmp(p.target, target)))))
 			goto out;
 		n.deleted = 1;
 		n.mode = p.mode;
 		n.uid = p.uid;
 		n.gid = p.gid;
-		n.target = NULL;
+		n.target = kind == NS_DIR ? (char *)target : NULL;
 		snprintf(n.owner, sizeof(n.owner), "%s", p.owner);
 		n.version = p.version;
 	} else {
@@ -483,12 +485,12 @@ void nsync_note_dir(struct hsmd *h, struct hsmd_vol *v, const char *rel, const s
 	ns_note_other(h, v, rel, NS_DIR, sb, NULL);
 }
 
-void nsync_note_dir_gone(struct hsmd *h, struct hsmd_vol *v, const char *rel)
+void nsync_note_dir_gone(struct hsmd *h, struct hsmd_vol *v, const char *rel, const char *to)
 {
 	if (!h->ns || h->ns->stopping)
 		return;
 	ns_names_retire_under(h->ns, v, rel);
-	ns_note_other(h, v, rel, NS_DIR, NULL, NULL);
+	ns_note_other(h, v, rel, NS_DIR, NULL, to);
 }
 
 void nsync_note_link(struct hsmd *h, struct hsmd_vol *v, const char *rel, const struct stat *sb,

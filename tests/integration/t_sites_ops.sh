@@ -6,7 +6,8 @@
 #    entry that reads EIO; also when the moved file is the older one;
 #  - a backup-and-rewrite save (mv f f~; write f; rm f~);
 #  - a rename of a non-empty directory (subdirectories, files, symlinks) moves the whole
-#    tree everywhere and leaves nothing under the old name;
+#    tree everywhere and leaves nothing under the old name; a file made at a site cut
+#    off meanwhile under the old name follows it to the new one;
 #  - an O_TRUNC overwrite of a stub whose only source is down succeeds (it needs none
 #    of the old bytes) and replaces that version everywhere;
 #  - a restart of a site changes no file's metadata (never-read stubs keep their mtime)
@@ -109,6 +110,22 @@ for s in b c; do
 done
 mv "$A/d2/sub" "$A/sub-top"
 ok 'wait_converged' "mv d2/sub sub-top (a subdirectory out of its tree): the sites converge"
+
+# ---- a file made at a partitioned site inside a directory renamed meanwhile elsewhere
+mkdir -p "$A/top/dir/sub"
+echo "a1" >"$A/top/dir/sub/a1"
+ok 'wait_converged' "top/dir/sub reaches b and c"
+site_isolate b
+mv "$A/top/dir" "$A/moved"
+echo "made at b" >"$B/top/dir/sub/newfile"
+ok 'wait_for 60 reads_as "$C/moved/sub/a1" a1' "c gets a's directory rename while b is cut off"
+site_reconnect b
+ok 'wait_converged' "b back: the sites converge"
+for s in a b c; do
+	v=$(site_vol "$s")
+	ok 'reads_as "$v/moved/sub/newfile" "made at b"' "$s: b's new file followed the rename"
+	ok '[ ! -e "$v/top/dir" ]' "$s: the old directory does not come back"
+done
 
 for s in a b c; do
 	v=$(site_vol "$s")

@@ -291,6 +291,10 @@ static void test_resolve(void **state)
 	/* directories: the later change wins whole */
 	a.kind = b.kind = NS_DIR;
 	check_symmetric(&a, &b, NS_LATER_WINS, &b, &b);
+	/* a directory removed on one side, changed (a name made in it) on the other */
+	a.deleted = 1;
+	check_symmetric(&a, &b, NS_DIR_GONE, &a, &a);
+	a.deleted = 0;
 	nsrec_clear(&a);
 	nsrec_clear(&b);
 }

@@ -546,6 +546,9 @@ void nsrec_resolve(const struct ns_rec *a, const struct ns_rec *b, struct ns_res
 static int ns_conflict_suffix(const char *base, const char **from, const char **to)
 {
 	for (const char *p = strstr(base, ".conflict-"); p; p = strstr(p + 1, ".conflict-")) {
+		/* The owner is at least one character: ".conflict-" at the very end has none. */
+		if (!p[10])
+			break;
 		for (const char *r = p + 11; *r; r++) {
 			int stamp = r[0] == '-';
 

@@ -226,6 +226,16 @@ static void test_conflict_names(void **state)
 	p = nsrec_conflict_path("x.conflict-notes.txt", "a", 0);
 	assert_string_equal(p, "x.conflict-notes.conflict-a-19700101T000000.txt");
 	free(p);
+	/* cut-off suffixes (found by fuzz_nsrec: read past the end) */
+	p = nsrec_conflict_path("x.conflict-", "a", 0);
+	assert_string_equal(p, "x.conflict-a-19700101T000000.conflict-");
+	free(p);
+	p = nsrec_conflict_path("x.conflict-b", "a", 0);
+	assert_string_equal(p, "x.conflict-a-19700101T000000.conflict-b");
+	free(p);
+	p = nsrec_conflict_path("x.conflict-b-2026", "a", 0);
+	assert_string_equal(p, "x.conflict-a-19700101T000000.conflict-b-2026");
+	free(p);
 	p = nsrec_conflict_path("Makefile", "site-2", 1700000000);
 	assert_string_equal(p, "Makefile.conflict-site-2-20231114T221320");
 	free(p);

@@ -14,6 +14,7 @@
 #include <json-c/json.h>
 
 #include "hsmd/catalog.h"
+#include "hsmd/nsfeed.h"
 #include "hsmd/nsrec.h"
 #include "hsmd/nsync_int.h"
 #include "hsmd/scan.h"
@@ -83,54 +84,48 @@ static void ns_puller_down(struct ns_puller *p, const char *why)
 /* Applies an answer; returns the number of records, -1 on a malformed answer. */
 static int ns_apply_answer(struct ns_puller *p, char *body, size_t len, int *more, int *busy)
 {
-	char feed[40], site[HSM_SITE_MAX + 1], vol[HSM_SITE_MAX + 1], err[256];
-	char *line = body, *end = body + len, *nl;
-	uint64_t next;
-	int n = 0, fmt;
+	struct ns_feed_head head;
+	char err[256];
+	const char *line;
+	size_t off, line_len;
+	uint64_t seq;
+	int n = 0, r;
 
 	*busy = 0;
-	nl = memchr(line, '\n', (size_t)(end - line));
-	if (!nl)
+	r = nsfeed_parse_head(body, len, &head, err, sizeof(err));
+	if (r < 0 || strcmp(head.site, p->peer->name) || strcmp(head.volume, p->v->cfg->name)) {
+		log_warnx("nsync: peer %s: feed of %s refused: %s", p->peer->name, p->v->cfg->name,
+			  r < 0 ? err : "it names another site or volume");
 		return -1;
-	*nl = '\0';
-	if (sscanf(line, "hsm-changes %d %39s %32s %32s %" SCNu64 " %d", &fmt, feed, site, vol,
-		   &next, more) != 6 ||
-	    fmt != 1 || strcmp(site, p->peer->name) || strcmp(vol, p->v->cfg->name) ||
-	    strlen(feed) != 32)
-		return -1;
-	if (strcmp(feed, p->feed)) {
+	}
+	*more = head.more;
+	if (strcmp(head.feed, p->feed)) {
 		if (p->feed[0])
 			log_info("nsync: peer %s has a new feed; applying its whole namespace",
 				 p->peer->name);
-		snprintf(p->feed, sizeof(p->feed), "%s", feed);
+		snprintf(p->feed, sizeof(p->feed), "%s", head.feed);
 		p->cursor = 0;
 	}
-	for (line = nl + 1; line < end; line = nl + 1) {
-		struct ns_rec r;
-		uint64_t seq;
-		char *sp;
+	off = (size_t)r;
+	while ((r = nsfeed_next(body, len, &off, &seq, &line, &line_len)) == 1) {
+		struct ns_rec rec;
 		int rc;
 
-		nl = memchr(line, '\n', (size_t)(end - line));
-		if (!nl)
-			break;
-		*nl = '\0';
-		seq = strtoull(line, &sp, 10);
-		if (*sp != ' ' || seq <= p->cursor) {
+		if (seq <= p->cursor) {
 			log_warnx("nsync: peer %s: bad sequence in its feed", p->peer->name);
 			return -1;
 		}
-		if (nsrec_parse(sp + 1, (size_t)(nl - sp - 1), &r, err, sizeof(err)) < 0) {
+		if (nsrec_parse(line, line_len, &rec, err, sizeof(err)) < 0) {
 			log_warnx("nsync: peer %s: record %" PRIu64 " refused: %s", p->peer->name,
 				  seq, err);
 			p->cursor = seq;
 			continue;
 		}
-		rc = ns_apply(p->ns, p->v, &r);
+		rc = ns_apply(p->ns, p->v, &rec);
 		if (rc < 0)
 			log_warnx("nsync: peer %s: record %" PRIu64 " (%s) not applied",
-				  p->peer->name, seq, r.path);
-		nsrec_clear(&r);
+				  p->peer->name, seq, rec.path);
+		nsrec_clear(&rec);
 		if (rc == 1) {
 			*busy = 1;
 			break;
@@ -139,8 +134,12 @@ static int ns_apply_answer(struct ns_puller *p, char *body, size_t len, int *mor
 		p->applied++;
 		n++;
 	}
-	if (!*busy && !*more && next > p->cursor)
-		p->cursor = next;
+	if (r < 0) {
+		log_warnx("nsync: peer %s: bad sequence in its feed", p->peer->name);
+		return -1;
+	}
+	if (!*busy && !*more && head.next > p->cursor)
+		p->cursor = head.next;
 	return n;
 }
 

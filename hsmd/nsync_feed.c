@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "hsmd/catalog.h"
+#include "hsmd/nsfeed.h"
 #include "hsmd/nsrec.h"
 #include "hsmd/nsync_int.h"
 #include "hsmd/policy_run.h"
@@ -560,6 +561,7 @@ static unsigned ns_feed_answer(struct nsync *ns, struct https_req *req, const ch
 			       uint64_t since, unsigned max, int send_empty)
 {
 	struct ns_feed_ctx c = {ns, NULL, 0, 0, 0, max, since, 0};
+	struct ns_feed_head head;
 	char prefix[64], start[64], hdr[200], err[256];
 	size_t plen = ns_qkey(volume, 0, prefix) - 8;
 	size_t slen = ns_qkey(volume, since + 1, start);
@@ -577,8 +579,18 @@ static unsigned ns_feed_answer(struct nsync *ns, struct https_req *req, const ch
 		free(c.buf);
 		return 0;
 	}
-	hl = snprintf(hdr, sizeof(hdr), "hsm-changes 1 %s %s %s %" PRIu64 " %d\n", ns->feed,
-		      ns->h->cfg->site, volume, c.last, c.more);
+	snprintf(head.feed, sizeof(head.feed), "%s", ns->feed);
+	snprintf(head.site, sizeof(head.site), "%s", ns->h->cfg->site);
+	snprintf(head.volume, sizeof(head.volume), "%s", volume);
+	head.next = c.last;
+	head.more = c.more;
+	hl = nsfeed_format_head(&head, hdr, sizeof(hdr));
+	if (hl < 0) {
+		free(c.buf);
+		https_respond(req, 500, "text/plain", NULL, strdup("bad feed head\n"), 14);
+		log_warnx("nsync: feed of %s: its head line cannot be made", volume);
+		return 1;
+	}
 	{
 		char *body = malloc((size_t)hl + c.len + 1);
 

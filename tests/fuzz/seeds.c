@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hsmd/nsfeed.h"
 #include "hsmd/nsrec.h"
 #include "lib/hsmxattr.h"
 #include "lib/manifest.h"
@@ -103,6 +104,51 @@ static void nsrec_seeds(const char *dir)
 	}
 }
 
+static void feed_seeds(const char *dir)
+{
+	struct ns_feed_head h = {"0123456789abcdef0123456789abcdef", "b", "vol", 42, 0};
+	char body[4096];
+	int n = nsfeed_format_head(&h, body, sizeof(body));
+
+	if (n < 0)
+		exit(1);
+	put(dir, "feed-empty", body, (size_t)n);
+	n += snprintf(body + n, sizeof(body) - (size_t)n,
+		      "41 0102030405060708090a0b0c0d0e0f10 f 644 1000 100 12345 "
+		      "1700000000.123456789 b:3 b:3,c:1 - dir%%20a/f\n"
+		      "42 0102030405060708090a0b0c0d0e0f11 D 755 0 0 0 1700000000.000000000 b:1 "
+		      "b:2 - old new\n");
+	put(dir, "feed-two", body, (size_t)n);
+}
+
+/* What S3-compatible endpoints answer, in the shapes AWS documents. */
+static void s3xml_seeds(const char *dir)
+{
+	static const char *const docs[] = {
+	    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>NoSuchKey</Code>"
+	    "<Message>The specified key does not exist.</Message><Key>a&amp;b</Key>"
+	    "<RequestId>4442587FB7D0A2F9</RequestId></Error>",
+	    "<?xml version=\"1.0\"?><InitiateMultipartUploadResult "
+	    "xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Bucket>b</Bucket><Key>k</Key>"
+	    "<UploadId>VXBsb2FkIElE</UploadId></InitiateMultipartUploadResult>",
+	    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ListBucketResult "
+	    "xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>b</Name><Prefix>p/</Prefix>"
+	    "<KeyCount>2</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>true</IsTruncated>"
+	    "<NextContinuationToken>1ueGcxLPRx1Tr/XYExHnhbYLgveDs2J/"
+	    "wm36Hy4vbOwM=</NextContinuationToken><Contents><Key>p/a&#x20;b</Key>"
+	    "<LastModified>2009-10-12T17:50:30.000Z</LastModified><ETag>&quot;fba9dede5f27731c"
+	    "&quot;</ETag><Size>434234</Size><StorageClass>STANDARD</StorageClass></Contents>"
+	    "<Contents><Key><![CDATA[p/c<d]]></Key></Contents></ListBucketResult>",
+	    "<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>",
+	};
+	char name[32];
+
+	for (size_t i = 0; i < sizeof(docs) / sizeof(docs[0]); i++) {
+		snprintf(name, sizeof(name), "s3xml-%zu", i);
+		put(dir, name, docs[i], strlen(docs[i]));
+	}
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 3) {
@@ -115,5 +161,9 @@ int main(int argc, char **argv)
 		manifest_seeds(argv[2]);
 	else if (!strcmp(argv[1], "nsrec"))
 		nsrec_seeds(argv[2]);
+	else if (!strcmp(argv[1], "feed"))
+		feed_seeds(argv[2]);
+	else if (!strcmp(argv[1], "s3xml"))
+		s3xml_seeds(argv[2]);
 	return 0;
 }

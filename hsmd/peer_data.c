@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "hsmd/catalog.h"
+#include "hsmd/pdreq.h"
 #include "hsmd/worker.h"
 #include "lib/config.h"
 #include "lib/hash.h"
@@ -23,8 +24,6 @@
 
 #define PD_CACHE_MAX	  16	     /* manifests kept */
 #define PD_CACHE_TEXT_MAX (8u << 20) /* a longer manifest is served but not kept */
-
-enum pd_op { PD_MANIFEST, PD_CHUNK };
 
 /* A manifest computed, or being computed, for one content of one file. */
 struct pd_manifest {
@@ -427,114 +426,40 @@ static void pd_manifest_opened(void *arg)
 	pool_submit(j->h->pool, pd_hash_work, pd_hash_done, j);
 }
 
-/* "123" within [lo, hi], digits only, no leading zeros. 0 or -1. */
-static int pd_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
-{
-	uint64_t v = 0;
-
-	if (!s[0] || (s[0] == '0' && s[1]))
-		return -1;
-	for (const char *p = s; *p; p++) {
-		if (*p < '0' || *p > '9' || v > (UINT64_MAX - (uint64_t)(*p - '0')) / 10)
-			return -1;
-		v = v * 10 + (uint64_t)(*p - '0');
-	}
-	if (v < lo || v > hi)
-		return -1;
-	*out = v;
-	return 0;
-}
-
-static int pd_query_u64(const char *query, const char *key, uint64_t lo, uint64_t hi, uint64_t *out)
-{
-	char buf[32];
-
-	if (https_query_get(query, key, buf, sizeof(buf)) != 0)
-		return -1;
-	return pd_u64(buf, lo, hi, out);
-}
-
-static int pd_is_hex(const char *s, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f') ||
-		      (s[i] >= 'A' && s[i] <= 'F')))
-			return 0;
-	return s[n] == '\0';
-}
-
-/* Splits "VOL/FID/OP" into its three parts. 0 when the shape fits, -1 otherwise. */
-static int pd_split(const char *rest, char *vol, size_t vlen, char *fid, size_t flen, char *op,
-		    size_t olen)
-{
-	const char *a = strchr(rest, '/'), *b;
-
-	if (!a || !(b = strchr(a + 1, '/')) || strchr(b + 1, '/'))
-		return -1;
-	if ((size_t)(a - rest) >= vlen || (size_t)(b - a - 1) >= flen || strlen(b + 1) >= olen)
-		return -1;
-	memcpy(vol, rest, (size_t)(a - rest));
-	vol[a - rest] = '\0';
-	memcpy(fid, a + 1, (size_t)(b - a - 1));
-	fid[b - a - 1] = '\0';
-	strcpy(op, b + 1);
-	return 0;
-}
-
-/* Checks the request on the loop thread and fills j; answers it and returns -1 when
- * it is refused. */
-static int pd_parse(struct hsmd *h, struct https_req *req, const char *peer_site, const char *vol,
-		    const char *fidhex, struct pd_job *j)
+/* Checks the request on the loop thread and fills j from t, which pdreq_parse returned
+ * parsed (0) or refused (-1, why). Answers it and returns -1 when it is refused. */
+static int pd_parse(struct hsmd *h, struct https_req *req, const char *peer_site,
+		    const struct pd_target *t, int parsed, const char *why, struct pd_job *j)
 {
 	const struct hsm_peer_cfg *pcfg = config_peer(h->cfg, peer_site);
-	const struct hsm_volume_cfg *vc = config_volume(h->cfg, vol);
+	const struct hsm_volume_cfg *vc = config_volume(h->cfg, t->vol);
 	struct hsmd_vol *v = NULL;
 	struct cat_record rec;
-	char err[256], sha[80];
-	uint64_t n;
+	char err[256], fidhex[40];
 	int rc;
 
-	if (!pcfg || !vc || !config_volume_has_peer(vc, (int)(pcfg - h->cfg->peers))) {
-		pd_refuse(req, 403, "volume %s is not shared with you\n", vol);
-		return -1;
-	}
-	for (size_t i = 0; i < h->nvols; i++)
-		if (h->vols[i].cfg == vc)
-			v = &h->vols[i];
+	if (pcfg && vc && config_volume_has_peer(vc, (int)(pcfg - h->cfg->peers)))
+		for (size_t i = 0; i < h->nvols; i++)
+			if (h->vols[i].cfg == vc)
+				v = &h->vols[i];
 	if (!v) {
-		pd_refuse(req, 403, "volume %s is not shared with you\n", vol);
+		pd_refuse(req, 403, "volume %s is not shared with you\n", t->vol);
 		return -1;
 	}
-	if (strlen(fidhex) != 32 || !pd_is_hex(fidhex, 32) || hsm_fid_parse(fidhex, &j->fid) < 0) {
-		pd_refuse(req, 400, "bad fid\n", NULL);
+	if (parsed < 0) {
+		pd_refuse(req, 400, "%s", why);
 		return -1;
 	}
-	if (https_query_get(req->query, "owner", j->owner, sizeof(j->owner)) != 0 ||
-	    !hsm_site_name_valid(j->owner)) {
-		pd_refuse(req, 400, "bad or missing owner\n", NULL);
-		return -1;
-	}
-	if (pd_query_u64(req->query, "version", 1, UINT64_MAX, &j->version) < 0) {
-		pd_refuse(req, 400, "bad or missing version\n", NULL);
-		return -1;
-	}
-	if (j->op == PD_CHUNK) {
-		if (pd_query_u64(req->query, "off", 0, INT64_MAX, &j->off) < 0 ||
-		    pd_query_u64(req->query, "len", 1, PEER_CHUNK_MAX, &n) < 0 ||
-		    j->off > (uint64_t)INT64_MAX - n) {
-			pd_refuse(req, 400, "bad or missing off or len (len at most 16 MiB)\n",
-				  NULL);
-			return -1;
-		}
-		j->len = (uint32_t)n;
-		if (https_query_get(req->query, "sha", sha, sizeof(sha)) != 0 ||
-		    strlen(sha) != 64 || !pd_is_hex(sha, 64) || hex_decode(sha, j->sha, 32) < 0) {
-			pd_refuse(req, 400, "bad or missing sha\n", NULL);
-			return -1;
-		}
-	}
+	j->op = t->op;
+	j->fid = t->fid;
+	snprintf(j->owner, sizeof(j->owner), "%s", t->owner);
+	j->version = t->version;
+	j->off = t->off;
+	j->len = t->len;
+	memcpy(j->sha, t->sha, sizeof(j->sha));
 	rc = catalog_get(h->cat, &j->fid, &rec, err, sizeof(err));
 	if (rc < 0) {
+		hsm_fid_hex(&j->fid, fidhex);
 		log_warnx("peer %s: catalog lookup of fid %s: %s", peer_site, fidhex, err);
 		pd_refuse(req, 500, "catalog error\n", NULL);
 		return -1;
@@ -554,11 +479,12 @@ static int pd_parse(struct hsmd *h, struct https_req *req, const char *peer_site
 
 int peer_data_handle(struct hsmd *h, struct https_req *req, const char *peer_site, const char *rest)
 {
-	char vol[HSM_SITE_MAX + 2], fidhex[40], op[16];
+	struct pd_target t;
+	const char *why = NULL;
 	struct pd_job *j;
+	int parsed = pdreq_parse(rest, req->query, &t, &why);
 
-	if (pd_split(rest, vol, sizeof(vol), fidhex, sizeof(fidhex), op, sizeof(op)) < 0 ||
-	    (strcmp(op, "manifest") && strcmp(op, "chunk")))
+	if (parsed == 1)
 		return 0;
 	if (strcmp(req->method, "GET") && strcmp(req->method, "HEAD")) {
 		pd_refuse(req, 405, "only GET\n", NULL);
@@ -572,10 +498,9 @@ int peer_data_handle(struct hsmd *h, struct https_req *req, const char *peer_sit
 	j->h = h;
 	j->req = req;
 	j->fd = -1;
-	j->op = strcmp(op, "chunk") ? PD_MANIFEST : PD_CHUNK;
 	j->chunk_size = h->cfg->store.chunk_size;
 	snprintf(j->peer, sizeof(j->peer), "%s", peer_site);
-	if (pd_parse(h, req, peer_site, vol, fidhex, j) < 0) {
+	if (pd_parse(h, req, peer_site, &t, parsed, why, j) < 0) {
 		j->req = NULL;
 		pd_job_free(j);
 		return 1;

@@ -3,7 +3,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <ev.h>
-#include <http_parser.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -20,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lib/httpreq.h"
 #include "lib/log.h"
 
 #define HTTPS_READ_CHUNK   (16 * 1024)
@@ -44,23 +44,15 @@ enum conn_state {
 
 struct conn;
 
-/* A request: the public part the handler sees, and the server's bookkeeping. Owned by
- * its connection while being read, by the server (pending list) from dispatch until
- * https_respond. */
+/* A request with the handler: the public part it sees, what was read, and the server's
+ * bookkeeping. Owned by the server (pending list) from dispatch until https_respond. */
 struct srv_req {
 	struct https_req pub;
 	struct https_server *s;
 	struct conn *c;		     /* NULL once the client has gone */
 	struct srv_req *prev, *next; /* s->pending, once dispatched */
 	int dispatched;
-	int head;  /* HEAD: the answer carries no body */
-	char *url; /* the raw request target; split at '?' into path and query */
-	size_t url_len, url_cap;
-	char *hdr; /* "name\0value\0" pairs */
-	size_t hdr_len, hdr_cap, nhdr;
-	int hdr_last; /* 0 nothing yet, 1 in a name, 2 in a value */
-	char *body;   /* NULL while empty */
-	size_t body_len, body_cap;
+	struct httpreq *msg; /* owned */
 	char *cn, *remote;
 };
 
@@ -75,20 +67,14 @@ struct conn {
 	int want;   /* what the blocked SSL calls of this turn wait for */
 	enum conn_state state;
 	char remote[INET6_ADDRSTRLEN + 16];
-	char *cn;    /* after the handshake */
-	int refused; /* CN not authorized: 403 to the first request */
-	int broken;  /* out of memory in https_respond: close on the next event */
-	http_parser parser;
-	char *in; /* received, not yet parsed: in[in_off..in_len) */
+	char *cn;		  /* after the handshake */
+	int refused;		  /* CN not authorized: 403 to the first request */
+	int broken;		  /* out of memory in https_respond: close on the next event */
+	struct httpreq_reader rd; /* the request being read */
+	char *in;		  /* received, not yet parsed: in[in_off..in_len) */
 	size_t in_off, in_len, in_cap;
-	struct srv_req *req; /* being read (C_READ) or with the handler (C_WAIT) */
-	int in_request;	     /* the first byte of a request has been parsed */
-	int headers_done, msg_done, keep_alive;
-	const char *feed; /* start of the bytes given to the parser right now */
-	size_t hdr_base;  /* header bytes parsed before feed */
-	int err_status;	  /* set by a parser callback that stops parsing */
-	const char *err_why;
-	int fatal;	 /* out of memory while parsing: close */
+	struct srv_req *req; /* with the handler (C_WAIT) */
+	int keep_alive;
 	size_t cont_off; /* bytes of "100 Continue" sent; sizeof means none due */
 	char *out;	 /* head of the answer (maybe with a small body) */
 	size_t out_len, out_off;
@@ -179,90 +165,6 @@ static void sockaddr_str(const struct sockaddr_storage *ss, char *buf, size_t le
 	}
 }
 
-static int hexval(int ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	return -1;
-}
-
-/* Decodes src[0..n) into out (NUL-terminated). 0, -1 malformed or %00, -2 too long. */
-static int pct_decode(const char *src, size_t n, int plus_space, char *out, size_t outlen)
-{
-	size_t o = 0;
-
-	if (outlen == 0)
-		return -2;
-	for (size_t i = 0; i < n; i++) {
-		int ch = (unsigned char)src[i];
-
-		if (ch == '%') {
-			int hi, lo;
-
-			if (n - i < 3)
-				return -1;
-			hi = hexval((unsigned char)src[i + 1]);
-			lo = hexval((unsigned char)src[i + 2]);
-			if (hi < 0 || lo < 0)
-				return -1;
-			ch = hi * 16 + lo;
-			if (ch == 0)
-				return -1;
-			i += 2;
-		} else if (ch == '+' && plus_space) {
-			ch = ' ';
-		} else if (ch == '\0') {
-			return -1;
-		}
-		if (o + 1 >= outlen)
-			return -2;
-		out[o++] = (char)ch;
-	}
-	out[o] = '\0';
-	return 0;
-}
-
-int https_path_decode(const char *raw, char *out, size_t outlen)
-{
-	return pct_decode(raw, strlen(raw), 0, out, outlen) == 0 ? 0 : -1;
-}
-
-int https_query_get(const char *query, const char *key, char *out, size_t outlen)
-{
-	size_t klen = strlen(key);
-	const char *p = query;
-
-	while (*p) {
-		const char *end = strchr(p, '&'), *eq;
-		size_t n = end ? (size_t)(end - p) : strlen(p);
-		char kbuf[256];
-
-		eq = memchr(p, '=', n);
-		/* A key that cannot be decoded, or is longer than ours, is not ours. */
-		if (klen + 2 <= sizeof(kbuf) &&
-		    pct_decode(p, eq ? (size_t)(eq - p) : n, 1, kbuf, klen + 2) == 0 &&
-		    strcmp(kbuf, key) == 0) {
-			if (!eq) {
-				if (outlen == 0)
-					return -1;
-				out[0] = '\0';
-				return 0;
-			}
-			return pct_decode(eq + 1, n - (size_t)(eq + 1 - p), 1, out, outlen) == 0
-				   ? 0
-				   : -1;
-		}
-		if (!end)
-			break;
-		p = end + 1;
-	}
-	return 1;
-}
-
 int https_parse_listen(const char *s, struct sockaddr_storage *ss, socklen_t *sslen, char *err,
 		       size_t errlen)
 {
@@ -329,9 +231,7 @@ static void req_free(struct srv_req *q)
 {
 	if (!q)
 		return;
-	free(q->url);
-	free(q->hdr);
-	free(q->body);
+	httpreq_free(q->msg);
 	free(q->cn);
 	free(q->remote);
 	free(q);
@@ -352,42 +252,9 @@ static void req_unlink(struct srv_req *q)
 	q->dispatched = 0;
 }
 
-/* Appends n bytes to *buf (length *len, capacity *cap), keeping room for a NUL. */
-static int buf_add(char **buf, size_t *len, size_t *cap, const char *p, size_t n)
-{
-	if (n >= SIZE_MAX - *len - 1)
-		return -1;
-	if (*len + n + 1 > *cap) {
-		size_t ncap = *cap ? *cap : 256;
-		char *b;
-
-		while (ncap < *len + n + 1)
-			ncap = ncap < SIZE_MAX / 2 ? ncap * 2 : *len + n + 1;
-		b = realloc(*buf, ncap);
-		if (!b)
-			return -1;
-		*buf = b;
-		*cap = ncap;
-	}
-	memcpy(*buf + *len, p, n);
-	*len += n;
-	(*buf)[*len] = '\0';
-	return 0;
-}
-
 const char *https_req_header(const struct https_req *r, const char *name)
 {
-	const struct srv_req *q = container_of(r, struct srv_req, pub);
-	const char *p = q->hdr;
-
-	for (size_t i = 0; i < q->nhdr; i++) {
-		const char *v = p + strlen(p) + 1;
-
-		if (strcasecmp(p, name) == 0)
-			return v;
-		p = v + strlen(v) + 1;
-	}
-	return NULL;
+	return httpreq_header(container_of(r, struct srv_req, pub)->msg, name);
 }
 
 int https_req_gone(const struct https_req *r)
@@ -426,12 +293,9 @@ static void conn_close(struct conn *c)
 	}
 	if (close(c->fd) < 0)
 		log_debug("closing the socket of client %s: %s", c->remote, strerror(errno));
-	if (c->req) {
-		if (c->req->dispatched)
-			c->req->c = NULL;
-		else
-			req_free(c->req);
-	}
+	if (c->req)
+		c->req->c = NULL;
+	httpreq_reader_clear(&c->rd);
 	free(c->in);
 	free(c->out);
 	free(c->body);
@@ -493,7 +357,7 @@ static void conn_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 			 c->s->handshake_timeout);
 		break;
 	case C_READ:
-		if (c->in_request)
+		if (c->rd.in_request)
 			log_info("%s: request not received within %.1fs, closing", who,
 				 c->s->request_timeout);
 		else
@@ -560,8 +424,8 @@ static void conn_new(struct https_server *s, int fd, const struct sockaddr_stora
 		return;
 	}
 	SSL_set_accept_state(c->ssl);
-	http_parser_init(&c->parser, HTTP_REQUEST);
-	c->parser.data = c;
+	httpreq_reader_init(&c->rd,
+			    &(struct httpreq_limits){s->max_header, s->max_url, s->max_body});
 	c->state = C_HANDSHAKE;
 	conn_timer_set(c, s->handshake_timeout);
 	conn_step(c);
@@ -758,13 +622,10 @@ static int conn_refuse(struct conn *c, int status, const char *why)
 	static const char *const allow[] = {"Allow: GET, HEAD, POST", NULL};
 	char who[256], *body;
 	size_t n = strlen(why);
-	int head = c->in_request && c->parser.method == HTTP_HEAD;
+	int head = httpreq_reader_head(&c->rd);
 
 	log_info("%s: %d %s", conn_who(c, who, sizeof(who)), status, why);
-	if (c->req) {
-		req_free(c->req);
-		c->req = NULL;
-	}
+	httpreq_reader_clear(&c->rd);
 	body = malloc(n + 2);
 	if (!body) {
 		conn_close(c);
@@ -781,245 +642,53 @@ static int conn_refuse(struct conn *c, int status, const char *why)
 	return 1;
 }
 
-static struct conn *parser_conn(http_parser *p)
-{
-	return p->data;
-}
-
-/* Callbacks stop the parser (return 1) with the answer due in err_status. */
-static int parser_stop(struct conn *c, int status, const char *why)
-{
-	c->err_status = status;
-	c->err_why = why;
-	return 1;
-}
-
-static int parser_nomem(struct conn *c)
-{
-	c->fatal = 1;
-	return 1;
-}
-
-/* Header bytes up to the end of the data at at+len. */
-static int header_too_big(struct conn *c, const char *at, size_t len)
-{
-	return c->hdr_base + (size_t)(at + len - c->feed) > c->s->max_header;
-}
-
-static int on_message_begin(http_parser *p)
-{
-	struct conn *c = parser_conn(p);
-	struct srv_req *q = calloc(1, sizeof(*q));
-
-	if (!q)
-		return parser_nomem(c);
-	q->s = c->s;
-	q->c = c;
-	c->req = q;
-	c->in_request = 1;
-	c->headers_done = c->msg_done = 0;
-	c->hdr_base = 0;
-	/* From its first byte, a request has request_timeout to arrive whole: a client
-	 * that trickles it (slowloris) is cut off however steadily it trickles. */
-	conn_timer_set(c, c->s->request_timeout);
-	return 0;
-}
-
-static int on_url(http_parser *p, const char *at, size_t len)
-{
-	struct conn *c = parser_conn(p);
-	struct srv_req *q = c->req;
-
-	if (header_too_big(c, at, len))
-		return parser_stop(c, 431, "request header too large");
-	if (q->url_len + len > c->s->max_url)
-		return parser_stop(c, 414, "URL too long");
-	if (buf_add(&q->url, &q->url_len, &q->url_cap, at, len) < 0)
-		return parser_nomem(c);
-	return 0;
-}
-
-static int on_header_field(http_parser *p, const char *at, size_t len)
-{
-	struct conn *c = parser_conn(p);
-	struct srv_req *q = c->req;
-
-	if (c->headers_done)
-		return 0; /* trailers of a chunked body: nothing we use */
-	if (header_too_big(c, at, len))
-		return parser_stop(c, 431, "request header too large");
-	if (q->hdr_last == 2) {
-		while (q->hdr_len &&
-		       (q->hdr[q->hdr_len - 1] == ' ' || q->hdr[q->hdr_len - 1] == '\t'))
-			q->hdr_len--;
-		if (buf_add(&q->hdr, &q->hdr_len, &q->hdr_cap, "", 1) < 0)
-			return parser_nomem(c);
-		q->nhdr++;
-	}
-	q->hdr_last = 1;
-	if (buf_add(&q->hdr, &q->hdr_len, &q->hdr_cap, at, len) < 0)
-		return parser_nomem(c);
-	return 0;
-}
-
-static int on_header_value(http_parser *p, const char *at, size_t len)
-{
-	struct conn *c = parser_conn(p);
-	struct srv_req *q = c->req;
-
-	if (c->headers_done)
-		return 0;
-	if (header_too_big(c, at, len))
-		return parser_stop(c, 431, "request header too large");
-	if (q->hdr_last == 1 && buf_add(&q->hdr, &q->hdr_len, &q->hdr_cap, "", 1) < 0)
-		return parser_nomem(c);
-	q->hdr_last = 2;
-	if (buf_add(&q->hdr, &q->hdr_len, &q->hdr_cap, at, len) < 0)
-		return parser_nomem(c);
-	return 0;
-}
-
-static int on_headers_complete(http_parser *p)
-{
-	struct conn *c = parser_conn(p);
-	struct srv_req *q = c->req;
-	const char *expect;
-	char *qm;
-
-	c->headers_done = 1;
-	if (q->hdr_last == 2) {
-		while (q->hdr_len &&
-		       (q->hdr[q->hdr_len - 1] == ' ' || q->hdr[q->hdr_len - 1] == '\t'))
-			q->hdr_len--;
-		if (buf_add(&q->hdr, &q->hdr_len, &q->hdr_cap, "", 1) < 0)
-			return parser_nomem(c);
-		q->nhdr++;
-	}
-	if (c->refused)
-		return parser_stop(c, 403, "not a configured peer");
-	switch (p->method) {
-	case HTTP_GET:
-		q->pub.method = "GET";
-		break;
-	case HTTP_HEAD:
-		q->pub.method = "HEAD";
-		q->head = 1;
-		break;
-	case HTTP_POST:
-		q->pub.method = "POST";
-		break;
-	default:
-		return parser_stop(c, 405, "method not allowed");
-	}
-	if (!q->url || q->url[0] != '/')
-		return parser_stop(c, 400, "request target is not a path");
-	qm = strchr(q->url, '?');
-	if (qm)
-		*qm++ = '\0';
-	q->pub.path = q->url;
-	q->pub.query = qm ? qm : "";
-	if (p->flags & F_CONTENTLENGTH) {
-		/* Refused before a byte of it is read; when the client waits for "100
-		 * Continue" it never sends it at all. */
-		if (p->content_length > c->s->max_body)
-			return parser_stop(c, 413, "request body too large");
-		if (p->content_length > 0) {
-			q->body = malloc((size_t)p->content_length + 1);
-			if (!q->body)
-				return parser_nomem(c);
-			q->body_cap = (size_t)p->content_length + 1;
-		}
-	}
-	expect = https_req_header(&q->pub, "Expect");
-	if (expect && strcasecmp(expect, "100-continue") == 0 && p->http_minor >= 1 &&
-	    ((p->flags & F_CHUNKED) || ((p->flags & F_CONTENTLENGTH) && p->content_length > 0)))
-		c->cont_off = 0;
-	return 0;
-}
-
-static int on_body(http_parser *p, const char *at, size_t len)
-{
-	struct conn *c = parser_conn(p);
-	struct srv_req *q = c->req;
-
-	if (len > c->s->max_body - q->body_len)
-		return parser_stop(c, 413, "request body too large");
-	if (buf_add(&q->body, &q->body_len, &q->body_cap, at, len) < 0)
-		return parser_nomem(c);
-	return 0;
-}
-
-/* A chunk is announced with its size: refuse one that cannot fit before it comes. */
-static int on_chunk_header(http_parser *p)
-{
-	struct conn *c = parser_conn(p);
-
-	if (p->content_length > c->s->max_body - c->req->body_len)
-		return parser_stop(c, 413, "request body too large");
-	return 0;
-}
-
-static int on_message_complete(http_parser *p)
-{
-	struct conn *c = parser_conn(p);
-
-	c->msg_done = 1;
-	if (c->cont_off == 0) /* the body is here already: "100 Continue" is moot */
-		c->cont_off = sizeof(https_continue);
-	c->keep_alive = http_should_keep_alive(p) && !p->upgrade;
-	/* One request at a time: the parser stops right after this one, and the bytes of
-	 * the next wait in the buffer until it is answered. */
-	http_parser_pause(p, 1);
-	return 0;
-}
-
-static const http_parser_settings https_settings = {
-    .on_message_begin = on_message_begin,
-    .on_url = on_url,
-    .on_header_field = on_header_field,
-    .on_header_value = on_header_value,
-    .on_headers_complete = on_headers_complete,
-    .on_body = on_body,
-    .on_message_complete = on_message_complete,
-    .on_chunk_header = on_chunk_header,
-};
-
 static int bucket_take(struct https_server *s, const char *cn);
 
-/* A request has arrived whole: to the handler, unless over the rate. */
-static int conn_dispatch(struct conn *c)
+/* A request has arrived whole (msg, which it takes): to the handler, unless over the
+ * rate. */
+static int conn_dispatch(struct conn *c, struct httpreq *msg)
 {
 	struct https_server *s = c->s;
-	struct srv_req *q = c->req;
+	struct srv_req *q;
 
-	c->in_request = 0;
-	q->pub.body = q->body ? q->body : "";
-	q->pub.body_len = q->body_len;
 	if (!bucket_take(s, c->cn)) {
 		static const char *const retry[] = {"Retry-After: 1", NULL};
 		char who[256];
-		char *msg = strdup("too many requests\n");
-		int head = q->head;
+		char *text = strdup("too many requests\n");
+		int head = msg->head;
 
 		log_info("%s: %s %s: 429 over the request rate", conn_who(c, who, sizeof(who)),
-			 q->pub.method, q->pub.path);
-		req_free(q);
-		c->req = NULL;
+			 msg->method, msg->path);
+		httpreq_free(msg);
 		/* The request was read whole: the connection can go on. */
-		if (!msg || conn_queue_answer(c, 429, "text/plain", retry, msg, strlen(msg), head,
-					      !c->keep_alive) < 0) {
+		if (!text || conn_queue_answer(c, 429, "text/plain", retry, text, strlen(text),
+					       head, !c->keep_alive) < 0) {
 			conn_close(c);
 			return -1;
 		}
 		return 1;
 	}
-	q->cn = strdup(c->cn);
-	q->remote = strdup(c->remote);
-	if (!q->cn || !q->remote) {
+	q = calloc(1, sizeof(*q));
+	if (q) {
+		q->msg = msg;
+		q->cn = strdup(c->cn);
+		q->remote = strdup(c->remote);
+	} else {
+		httpreq_free(msg);
+	}
+	if (!q || !q->cn || !q->remote) {
 		log_warnx("peer CN=%s from %s: out of memory for a request", c->cn, c->remote);
+		req_free(q);
 		conn_close(c);
 		return -1;
 	}
+	q->s = s;
+	q->c = c;
+	q->pub.method = msg->method;
+	q->pub.path = msg->path;
+	q->pub.query = msg->query;
+	q->pub.body = msg->body ? msg->body : "";
+	q->pub.body_len = msg->body_len;
 	q->pub.peer_cn = q->cn;
 	q->pub.remote = q->remote;
 	q->dispatched = 1;
@@ -1027,6 +696,7 @@ static int conn_dispatch(struct conn *c)
 	if (s->pending)
 		s->pending->prev = q;
 	s->pending = q;
+	c->req = q;
 	c->state = C_WAIT;
 	ev_timer_stop(s->loop, &c->timer);
 	s->depth++;
@@ -1043,15 +713,23 @@ static int conn_dispatch(struct conn *c)
 static int conn_parse(struct conn *c)
 {
 	while (c->state == C_READ && c->in_off < c->in_len) {
-		http_parser *p = &c->parser;
-		size_t avail = c->in_len - c->in_off, n;
-		enum http_errno e;
+		int began = c->rd.in_request, status = 0;
+		const char *why = NULL;
+		enum httpreq_result r;
+		size_t n;
 
-		c->feed = c->in + c->in_off;
-		n = http_parser_execute(p, &https_settings, c->feed, avail);
+		r = httpreq_feed(&c->rd, c->in + c->in_off, c->in_len - c->in_off, &n, &status,
+				 &why);
 		c->in_off += n;
-		e = HTTP_PARSER_ERRNO(p);
-		if (c->fatal) {
+		/* From its first byte, a request has request_timeout to arrive whole: a client
+		 * that trickles it (slowloris) is cut off however steadily it trickles. */
+		if (!began && c->rd.in_request)
+			conn_timer_set(c, c->s->request_timeout);
+		if (c->rd.continue_due) {
+			c->rd.continue_due = 0;
+			c->cont_off = 0;
+		}
+		if (r == HTTPREQ_NOMEM) {
 			char who[256];
 
 			log_warnx("%s: out of memory for a request, closing",
@@ -1059,32 +737,20 @@ static int conn_parse(struct conn *c)
 			conn_close(c);
 			return -1;
 		}
-		if (c->err_status)
-			return conn_refuse(c, c->err_status, c->err_why);
-		if (e == HPE_HEADER_OVERFLOW)
-			return conn_refuse(c, 431, "request header too large");
-		if (e != HPE_OK && e != HPE_PAUSED) {
-			char why[128];
+		if (c->refused && c->rd.headers_done)
+			return conn_refuse(c, 403, "not a configured peer");
+		if (r == HTTPREQ_REFUSE)
+			return conn_refuse(c, status, why);
+		if (r == HTTPREQ_DONE) {
+			struct httpreq *msg = httpreq_take(&c->rd);
 
-			snprintf(why, sizeof(why), "malformed request: %s",
-				 http_errno_description(e));
-			/* conn_refuse copies why into the answer before returning. */
-			return conn_refuse(c, 400, why);
-		}
-		if (c->in_request && !c->headers_done) {
-			c->hdr_base += n;
-			if (c->hdr_base > c->s->max_header)
-				return conn_refuse(c, 431, "request header too large");
-		}
-		if (c->msg_done) {
-			http_parser_pause(p, 0);
-			c->msg_done = 0;
+			if (c->cont_off == 0) /* the body is here already: "100 Continue" is moot */
+				c->cont_off = sizeof(https_continue);
+			c->keep_alive = msg->keep_alive;
 			if (c->in_off == c->in_len)
 				c->in_off = c->in_len = 0;
-			return conn_dispatch(c);
+			return conn_dispatch(c, msg);
 		}
-		if (n == 0) /* no progress and no error: never spin on it */
-			return conn_refuse(c, 400, "malformed request");
 	}
 	if (c->in_off == c->in_len)
 		c->in_off = c->in_len = 0;
@@ -1114,7 +780,7 @@ static int conn_read(struct conn *c)
 		conn_who(c, who, sizeof(who));
 		if (r == FILL_ERROR)
 			log_info("%s: %s, closing", who, why);
-		else if (c->in_request)
+		else if (c->rd.in_request)
 			log_info("%s: closed the connection mid-request", who);
 		else
 			log_debug("%s: closed the connection", who);
@@ -1476,14 +1142,14 @@ void https_respond(struct https_req *r, int status, const char *content_type,
 			  r->method, r->path, r->remote, status);
 		status = 500;
 	}
-	if (!body && len && !q->head) {
+	if (!body && len && !q->msg->head) {
 		log_warnx("answer to %s %s from %s: no body for Content-Length %zu, sending 500",
 			  r->method, r->path, r->remote, len);
 		status = 500;
 		len = 0;
 	}
 	/* Never closes c here: the handler may be running inside c's own step. */
-	if (conn_queue_answer(c, status, content_type, headers, body, len, q->head,
+	if (conn_queue_answer(c, status, content_type, headers, body, len, q->msg->head,
 			      !c->keep_alive) < 0) {
 		c->broken = 1;
 		ev_feed_event(c->s->loop, &c->io, EV_WRITE);

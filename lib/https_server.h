@@ -28,6 +28,8 @@
 #include <stddef.h>
 #include <sys/socket.h>
 
+#include "lib/httpreq.h" /* https_query_get, https_path_decode */
+
 struct ev_loop;
 struct https_server;
 
@@ -109,12 +111,4 @@ void https_respond(struct https_req *r, int status, const char *content_type,
  * with a message in err. */
 int https_parse_listen(const char *s, struct sockaddr_storage *ss, socklen_t *sslen, char *err,
 		       size_t errlen);
-/* Finds key in a raw query ("a=1&b=x%20y") and percent-decodes its value ('+' is a
- * space) into out. 0 found, 1 absent, -1 malformed, holding %00, or longer than
- * outlen - 1. A key without '=' has the value "". */
-int https_query_get(const char *query, const char *key, char *out, size_t outlen);
-/* Percent-decodes a raw path into out. 0, or -1 when malformed (bad escape), holding
- * %00, or longer than outlen - 1. '+' stays '+'. */
-int https_path_decode(const char *raw, char *out, size_t outlen);
-
 #endif

@@ -149,6 +149,33 @@ static void s3xml_seeds(const char *dir)
 	}
 }
 
+static void httpreq_seeds(const char *dir)
+{
+	/* the first byte is how many bytes each feed gets (0: all at once) */
+	static const char *const reqs[] = {
+	    "\0GET /v1/data/vol/0123456789abcdef0123456789abcdef/manifest?owner=a&version=3 "
+	    "HTTP/1.1\r\nHost: b\r\n\r\n",
+	    "\7GET /v1/data/vol/0123456789abcdef0123456789abcdef/chunk?owner=a&version=3&off=0&"
+	    "len=4096&sha=e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855 "
+	    "HTTP/1.1\r\nHost: b\r\nConnection: keep-alive\r\n\r\n"
+	    "HEAD /v1/health HTTP/1.1\r\n\r\n",
+	    "\0GET /v1/changes/vol?since=17&wait=30&max=500&feed=0123456789abcdef0123456789ab"
+	    "cdef HTTP/1.1\r\nHost: b\r\n\r\n",
+	    "\1POST /v1/x%20y+z HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n"
+	    "\r\nhello",
+	    "\3POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nX-A:  b  \r\n\r\n"
+	    "5\r\nhello\r\n0\r\nTrailer: x\r\n\r\n",
+	    "\0GET /a HTTP/1.0\r\n\r\nGET /b?c HTTP/1.1\r\n\r\n",
+	};
+
+	for (size_t i = 0; i < sizeof(reqs) / sizeof(reqs[0]); i++) {
+		char name[32];
+
+		snprintf(name, sizeof(name), "httpreq-%zu", i);
+		put(dir, name, reqs[i], strlen(reqs[i] + 1) + 1);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 3) {
@@ -165,5 +192,7 @@ int main(int argc, char **argv)
 		feed_seeds(argv[2]);
 	else if (!strcmp(argv[1], "s3xml"))
 		s3xml_seeds(argv[2]);
+	else if (!strcmp(argv[1], "httpreq"))
+		httpreq_seeds(argv[2]);
 	return 0;
 }

@@ -817,6 +817,46 @@ static int ns_follow_moves(struct nsync *ns, struct hsmd_vol *v, char **path)
 	return moved;
 }
 
+/* A directory or symlink m, made at old_path under a directory renamed since, moved by
+ * ns_follow_moves to m->path. Its fid comes from its path, so under the new name it is
+ * another entry: m becomes that entry, as a change of ours, and the old one is made
+ * gone here and at every site (a directory as renamed to the new name, so what was
+ * made in it follows too). 0, or -1 out of memory. */
+static int ns_follow_other(struct nsync *ns, struct hsmd_vol *v, struct ns_rec *m,
+			   const char *old_path)
+{
+	const char *site = ns->h->cfg->site;
+	char key[HSM_PATH_MAX + 8];
+	struct ns_rec gone, cur;
+	uint64_t seq;
+
+	if (nsrec_copy(&gone, m) < 0)
+		return -1;
+	free(gone.path);
+	free(gone.target);
+	gone.path = strdup(old_path);
+	gone.target = m->kind == NS_DIR ? strdup(m->path) : NULL;
+	if (!gone.path || (m->kind == NS_DIR && !gone.target)) {
+		nsrec_clear(&gone);
+		return -1;
+	}
+	gone.deleted = 1;
+	nsrec_vv_set(&gone, site, nsrec_vv_get(&gone, site) + 1);
+	ns_make_local(ns, v, &gone, NULL);
+	nsrec_clear(&gone);
+
+	snprintf(key, sizeof(key), "%c:%s", m->kind, m->path);
+	nsrec_dir_fid(v->cfg->name, key, &m->fid);
+	if (ns_load(ns, &m->fid, &cur, &seq, NULL) == 0) {
+		nsrec_vv_merge(m, &cur);
+		nsrec_clear(&cur);
+	}
+	m->version = nsrec_vv_get(m, site) + 1;
+	nsrec_vv_set(m, site, m->version);
+	snprintf(m->owner, sizeof(m->owner), "%s", site);
+	return 0;
+}
+
 /* 0 applied or nothing to do, 1 busy (retry later), -1 failed (skipped). */
 int ns_apply(struct nsync *ns, struct hsmd_vol *v, struct ns_rec *r)
 {
@@ -848,8 +888,20 @@ int ns_apply(struct nsync *ns, struct hsmd_vol *v, struct ns_rec *r)
 		rc = ns_merge(ns, v, r, &l, &m);
 	/* Moved under the new name, it is a change of ours the other sites must hear of,
 	 * the one that made it first. */
-	if (rc == 0 && m.kind == NS_FILE && !m.deleted && ns_follow_moves(ns, v, &m.path))
-		nsrec_vv_set(&m, ns->h->cfg->site, nsrec_vv_get(&m, ns->h->cfg->site) + 1);
+	if (rc == 0 && !m.deleted) {
+		char *made_at = strdup(m.path);
+
+		if (!made_at)
+			rc = -1;
+		else if (ns_follow_moves(ns, v, &m.path)) {
+			if (m.kind == NS_FILE)
+				nsrec_vv_set(&m, ns->h->cfg->site,
+					     nsrec_vv_get(&m, ns->h->cfg->site) + 1);
+			else
+				rc = ns_follow_other(ns, v, &m, made_at);
+		}
+		free(made_at);
+	}
 	if (rc == 0) {
 		rc = ns_make_local(ns, v, &m, have ? &l : NULL);
 		if (rc == 0) {

@@ -111,19 +111,28 @@ done
 mv "$A/d2/sub" "$A/sub-top"
 ok 'wait_converged' "mv d2/sub sub-top (a subdirectory out of its tree): the sites converge"
 
-# ---- a file made at a partitioned site inside a directory renamed meanwhile elsewhere
+# ---- files, directories and symlinks made at a partitioned site inside a directory
+# ---- renamed meanwhile elsewhere
 mkdir -p "$A/top/dir/sub"
 echo "a1" >"$A/top/dir/sub/a1"
 ok 'wait_converged' "top/dir/sub reaches b and c"
 site_isolate b
 mv "$A/top/dir" "$A/moved"
 echo "made at b" >"$B/top/dir/sub/newfile"
+mkdir "$B/top/dir/sub/newdir" "$B/top/dir/newtop"
+echo "inner at b" >"$B/top/dir/sub/newdir/inner"
+ln -s ../newfile "$B/top/dir/sub/newdir/newlink"
 ok 'wait_for 60 reads_as "$C/moved/sub/a1" a1' "c gets a's directory rename while b is cut off"
 site_reconnect b
 ok 'wait_converged' "b back: the sites converge"
 for s in a b c; do
 	v=$(site_vol "$s")
 	ok 'reads_as "$v/moved/sub/newfile" "made at b"' "$s: b's new file followed the rename"
+	ok '[ -d "$v/moved/sub/newdir" ] && [ -d "$v/moved/newtop" ]' \
+		"$s: so did b's new directories"
+	ok 'reads_as "$v/moved/sub/newdir/inner" "inner at b"' "$s: and the file in one"
+	is "$(readlink "$v/moved/sub/newdir/newlink" 2>&1)" "../newfile" \
+		"$s: and b's new symlink"
 	ok '[ ! -e "$v/top/dir" ]' "$s: the old directory does not come back"
 done
 

@@ -87,6 +87,13 @@ int ns_apply(struct nsync *ns, struct hsmd_vol *v, struct ns_rec *r);
 size_t ns_nkey(const char *volume, const char *path, char *key, size_t cap);
 int ns_names_build(struct nsync *ns, char *err, size_t errlen);
 void ns_names_retire_under(struct nsync *ns, struct hsmd_vol *v, const char *dir);
+/* Entries made under a directory renamed since (nsync_moves.c). ns_follow_moves: *path
+ * under the directory's new name, 1 if it was replaced. ns_follow_other: a directory or
+ * symlink so moved becomes the entry of its new name (fid from the path), with *gone
+ * the removal of the old one to apply and clear; 0, or -1 out of memory. */
+int ns_follow_moves(struct nsync *ns, struct hsmd_vol *v, char **path);
+int ns_follow_other(struct nsync *ns, struct hsmd_vol *v, struct ns_rec *m, const char *old_path,
+		    struct ns_rec *gone);
 /* Retries removing directories that were not empty when their removal came. */
 void ns_rmdir_retry(struct nsync *ns);
 

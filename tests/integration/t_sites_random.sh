@@ -7,7 +7,10 @@
 #  - the namespaces are identical at every site (paths, types, sizes, modes, mtimes,
 #    symlink targets) and every file's content is the same at every site;
 #  - every file reads at every site (no EIO) and holds bytes some logged write wrote;
-#  - no conflict copy nests another conflict suffix.
+#  - no conflict copy nests another conflict suffix, and every conflict copy is explained
+#    by concurrency: a first phase of SETTLED operations, each let reach every site
+#    before the next, makes none at all; later, a copy holds the losing version of the
+#    site its name says (the writer of its last line).
 # SEED (default fixed, printed) and OPS pick the run: a failure replays with the same
 # SEED. bench/soak-sites runs it longer with random seeds.
 . "$(dirname "$0")/lib.sh"
@@ -16,8 +19,9 @@ it_setup_root
 
 SEED=${SEED:-20261204}
 OPS=${OPS:-240}
+SETTLED=${SETTLED:-30}
 RANDOM=$SEED
-tap_diag "seed $SEED, $OPS operations (replay: SEED=$SEED OPS=$OPS $0)"
+tap_diag "seed $SEED, $SETTLED settled then $OPS concurrent operations (replay: SEED=$SEED OPS=$OPS SETTLED=$SETTLED $0)"
 
 sites_init a b c
 for s in a b c; do
@@ -94,12 +98,36 @@ one_op() {
 	return 0
 }
 
+# Each operation seen everywhere before the next: nothing is concurrent, so nothing may
+# become a conflict copy.
+unsettled=""
+for ((i = 1; i <= SETTLED; i++)); do
+	one_op "$(pick a b c)"
+	wait_for 60 converged || unsettled="$unsettled $i"
+done
+is "$unsettled" "" "settled phase: every operation reached every site before the next"
+is "$(cd "${VOL[a]}" && find . -name '*.conflict-*' | head -5)" "" \
+	"settled phase: no conflict copy (none of its changes was concurrent)"
+
+# Right before c comes back, the same files overwritten on both sides of the partition
+# (an overwrite needs no bytes from across it):
+# each must give one conflict copy, written at the site its name says.
+# (in this shell, not a subshell: write numbers the logged lines)
+both_sides() {
+	local f
+	while IFS= read -r f && [ "$concurrent" -lt 3 ]; do
+		[ -f "${VOL[c]}/$f" ] || continue
+		write a "$f" trunc && write c "$f" trunc && concurrent=$((concurrent + 1))
+	done < <(cd "${VOL[a]}" && find . -path ./lost+found -prune -o -type f -printf '%P\n' |
+		grep -v conflict | sort)
+}
+concurrent=0
 start=$(date +%s.%N)
 done_ops=0
 for ((i = 1; i <= OPS; i++)); do
 	case $i in
 	$((OPS / 4))) site_isolate c ;;
-	$((OPS / 2))) site_reconnect c ;;
+	$((OPS / 2))) both_sides; site_reconnect c ;;
 	$((OPS * 2 / 3))) site_stop b ;;
 	$((OPS * 3 / 4))) site_start b >/dev/null || tap_diag "b did not start again" ;;
 	esac
@@ -135,5 +163,18 @@ is "$differ" "" "every file holds the same bytes at every site"
 is "$bad_content" "" "every file holds bytes a logged write wrote"
 is "$(cd "${VOL[a]}" && find . -name '*.conflict-*.conflict-*' | head -3)" "" \
 	"no conflict copy nests another conflict suffix"
+# A conflict copy holds the losing version: its last line was written at the site its
+# name gives (an empty one was truncated there, which the name cannot be checked by).
+unexplained=""
+while IFS= read -r f; do
+	owner=${f##*.conflict-}
+	owner=${owner%%-*}
+	last=$(vt tail -n 1 "${VOL[a]}/$f" 2>/dev/null)
+	[ -z "$last" ] || [ "${last##*-}" = "$owner" ] || unexplained="$unexplained $f($last)"
+done < <(cd "${VOL[a]}" && find . -name '*.conflict-*' -type f -printf '%P\n')
+is "$unexplained" "" "every conflict copy holds a version written at the site it names"
+copies=$(cd "${VOL[a]}" && find . -name '*.conflict-*' -type f | wc -l)
+ok '[ "$concurrent" -gt 0 ] && [ "$copies" -ge "$concurrent" ]' \
+	"the $concurrent files written on both sides of the partition made conflict copies ($copies)"
 tap_diag "$(find "${VOL[a]}" -name '*.conflict-*' | wc -l) conflict copies, $(wc -l <"$WLOG") logged writes"
 tap_done
